@@ -1,0 +1,53 @@
+"""
+### build_features: Spark → Feast
+
+Scheduled on the validated Asset. The PySpark job (`spark_jobs/customer_features.py`, via
+SparkSubmitOperator on `spark_default`) rebuilds the customer feature table from every validated landing
+run; then `feast apply` and a materialization into the online store. Emits the features Asset, which
+schedules `train_model`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, dag, task
+
+from mlplatform.config.settings import get_settings
+from mlplatform.pipeline import assets
+from mlplatform.pipeline.stages import spark_application_args
+
+S = get_settings()
+
+
+@dag(
+    schedule=[Asset(assets.VALIDATED)],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=assets.default_args(),
+    tags=["mlplatform", "stage", "features"],
+    params={},
+    doc_md=__doc__,
+)
+def build_features() -> None:
+    spark = SparkSubmitOperator(
+        task_id="spark_customer_features",
+        application=str(S.repo_root / "spark_jobs" / "customer_features.py"),
+        application_args=spark_application_args(S),
+        conn_id="spark_default",
+        name="mlp-customer-features",
+        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
+    )
+
+    @task(outlets=[Asset(assets.FEATURES)])
+    def publish() -> dict:
+        from mlplatform.pipeline.stages import publish_features
+
+        return publish_features()
+
+    spark >> publish()
+
+
+build_features()

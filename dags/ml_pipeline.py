@@ -1,0 +1,147 @@
+"""
+### ml_pipeline: Kafka to a deployed model, in one run
+
+Support-ticket escalation, end to end:
+
+`check_conf` → `produce` (synthetic events to Kafka) → `ingest` (one mapped task per topic, offsets
+committed after the Parquet is durable) → `validate` (Great Expectations; a failure stops the run) →
+`build_features` (PySpark via SparkSubmitOperator) → `publish_features` (`feast apply` + materialize to
+Redis) → `training_snapshot` (point-in-time training set from Feast) → `train` (local launcher, or a GPU
+pod through KubernetesPodOperator on the cluster profile) → `register` (MLflow, champion/challenger gate)
+→ `deploy` (model server on `models:/ticket_escalation@champion` + smoke test).
+
+Trigger from the form, or: `airflow dags trigger ml_pipeline --conf '{"events": 5000}'`.
+A bad conf fails the run at `check_conf` with the field named.
+
+It emits only the `served` Asset: the per-stage DAGs (`ingest_events` → `validate_landing` →
+`build_features` → `train_model` → `deploy_model`, chained by Assets, paused at creation) are the
+incremental path, and a run of this DAG must not set them off a second time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from mlplatform.config.settings import get_settings
+from mlplatform.pipeline import assets
+from mlplatform.pipeline.params import param_specs
+from mlplatform.pipeline.stages import spark_application_args
+
+S = get_settings()
+
+
+@dag(
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    default_args=assets.default_args(),
+    tags=["mlplatform", "pipeline", "support-escalation"],
+    params={name: Param(**spec) for name, spec in param_specs().items()},
+    doc_md=__doc__,
+)
+def ml_pipeline() -> None:
+    @task
+    def check_conf() -> dict:
+        from mlplatform.pipeline.checks import check_run_conf
+
+        return check_run_conf(dict(get_current_context()["params"]))
+
+    @task
+    def produce(conf: dict) -> dict:
+        from mlplatform.pipeline.stages import produce_events
+
+        return produce_events(conf["events"], conf["seed"]) if conf["produce"] else {"tickets": 0, "outcomes": 0}
+
+    @task
+    def ingest(topic: str, conf: dict) -> dict:
+        from mlplatform.pipeline.stages import ingest_topic
+
+        return ingest_topic(topic, get_current_context()["run_id"], conf["max_records"])
+
+    @task
+    def validate(batch: dict) -> dict:
+        from mlplatform.pipeline.stages import validate_batch
+
+        return validate_batch(batch)
+
+    build_features = SparkSubmitOperator(
+        task_id="build_features",
+        application=str(S.repo_root / "spark_jobs" / "customer_features.py"),
+        application_args=spark_application_args(S),
+        conn_id="spark_default",
+        name="mlp-customer-features",
+        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
+    )
+
+    @task
+    def publish_features() -> dict:
+        from mlplatform.pipeline.stages import publish_features as publish
+
+        return publish()
+
+    @task
+    def training_snapshot() -> dict:
+        from mlplatform.pipeline.stages import training_snapshot as snapshot
+
+        return snapshot(get_current_context()["run_id"])
+
+    @task(pool="cpu_train" if S.train_device != "cuda" else S.gpu_pool, retries=1)
+    def train(snapshot: dict, conf: dict) -> dict:
+        from mlplatform.pipeline.stages import train_local
+
+        return train_local(snapshot, get_current_context()["run_id"], conf)
+
+    @task
+    def register(result: dict) -> dict:
+        from mlplatform.pipeline.stages import register as do_register
+
+        return do_register(result)
+
+    @task(outlets=[Asset(assets.SERVED)])
+    def deploy(decision: dict, conf: dict) -> dict:
+        from mlplatform.pipeline.stages import deploy as do_deploy
+
+        return do_deploy() if conf["deploy"] else {"skipped": True, "decision": decision}
+
+    conf = check_conf()
+    batches = ingest.partial(conf=conf).expand(topic=[S.tickets_topic, S.outcomes_topic])
+    produce(conf) >> batches
+    validated = validate.expand(batch=batches)
+    snapshot = training_snapshot()
+    validated >> build_features >> publish_features() >> snapshot
+    if S.profile == "cluster":  # a GPU pod: pool = GPU quota, pool_slots = GPUs
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+        from mlplatform.launch.pods import training_pod_kwargs
+
+        trained = KubernetesPodOperator(
+            **training_pod_kwargs(task_id="train", gpus=S.train_gpus, profile=S.gpu_profile,
+                                  overrides=pod_overrides()),
+            do_xcom_push=True,
+        )
+        snapshot >> trained
+    else:
+        trained = train(snapshot, conf)
+    deploy(register(trained), conf)
+
+
+def pod_overrides() -> dict:
+    pull = "{{ ti.xcom_pull(task_ids='training_snapshot')"
+    return {
+        "data": pull + "['uri'] }}",
+        "dataset_uri": pull + "['uri'] }}",
+        "feature_service": S.feature_service,
+        "epochs": "{{ params.epochs }}",
+        "max_steps": "{{ params.max_steps }}",
+        "mlflow_tracking_uri": "{{ conn.mlflow_default.get_uri() }}",
+        "experiment": S.model_name,
+        "result_file": "/airflow/xcom/return.json",
+    }
+
+
+ml_pipeline()

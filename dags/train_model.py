@@ -1,0 +1,59 @@
+"""
+### train_model: Feast training set → training program → MLflow gate
+
+Scheduled on the features Asset (and so re-run whenever features are republished: scheduled
+retraining). Writes the point-in-time training snapshot, runs the training program with the local
+launcher, registers the model and applies the champion/challenger gate. Emits the champion Asset,
+which schedules `deploy_model`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from mlplatform.config.settings import get_settings
+from mlplatform.pipeline import assets
+
+S = get_settings()
+
+
+@dag(
+    schedule=[Asset(assets.FEATURES)],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=assets.default_args(),
+    tags=["mlplatform", "stage", "train"],
+    params={
+        "epochs": Param(1, type="integer", minimum=1, maximum=50, description="training epochs"),
+        "max_steps": Param(0, type="integer", minimum=0, description="optimizer steps (0: full epochs)"),
+        "encoder": Param("minilm", type="string", minLength=1, description="minilm, HF dir or s3:// path"),
+    },
+    doc_md=__doc__,
+)
+def train_model() -> None:
+    @task
+    def snapshot() -> dict:
+        from mlplatform.pipeline.stages import training_snapshot
+
+        return training_snapshot(get_current_context()["run_id"])
+
+    @task(pool="cpu_train" if S.train_device != "cuda" else S.gpu_pool)
+    def train(snap: dict) -> dict:
+        from mlplatform.pipeline.stages import train_local
+
+        ctx = get_current_context()
+        return train_local(snap, ctx["run_id"], dict(ctx["params"]))
+
+    @task(outlets=[Asset(assets.CANDIDATE), Asset(assets.CHAMPION)])
+    def register(result: dict) -> dict:
+        from mlplatform.pipeline.stages import register as do_register
+
+        return do_register(result)
+
+    register(train(snapshot()))
+
+
+train_model()

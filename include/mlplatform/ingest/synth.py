@@ -1,0 +1,96 @@
+"""Reproducible synthetic support-ticket and outcome events with a learnable escalation signal.
+
+Each customer has a hidden frustration level. Frustrated customers open more tickets, at higher priority,
+with more urgent wording, and their tickets escalate more often. So both the text and the per-customer
+aggregates Spark computes carry signal, as in the real use case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+PLANS = ("free", "pro", "enterprise")
+CHANNELS = ("email", "chat", "phone", "web")
+CALM_SUBJECTS = (
+    "Question about invoice", "How do I export my data", "Password reset", "Feature request: dark mode",
+    "Change billing address", "Add a team member", "API rate limits", "Integration setup help",
+)
+URGENT_SUBJECTS = (
+    "Production outage", "URGENT: data loss after update", "Service down for all users",
+    "Cancel my subscription now", "Legal complaint about breach", "Charged twice, refund immediately",
+)
+CALM_BODIES = (
+    "Hi team, could you point me to the docs for this? Thanks.",
+    "When you have a moment, I would like to understand how this works.",
+    "Not urgent, just curious whether this is supported on our plan.",
+    "Thanks for the quick help last time. One more small question.",
+)
+URGENT_BODIES = (
+    "Our production system is down and customers are affected. This is the third time this month.",
+    "We lost data after your update. I need a manager and a refund today or we escalate to legal.",
+    "Nothing works since this morning. This outage is unacceptable, escalate this immediately.",
+    "I have asked three times already. If this is not fixed today we cancel the contract.",
+)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    events: int = 5000
+    seed: int = 42
+    days: int = 30
+    anchor: datetime | None = None  # end of the event window; default: today 00:00 UTC
+
+
+def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return (tickets, outcomes) sorted by time. Same config -> same events."""
+    rng = np.random.default_rng(cfg.seed)
+    anchor = cfg.anchor or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = anchor - timedelta(days=cfg.days)
+    n_customers = max(10, cfg.events // 20)
+    frustration = rng.beta(1.2, 3.0, size=n_customers)
+    plans = rng.choice(len(PLANS), size=n_customers, p=[0.5, 0.35, 0.15])
+    weights = 1.0 + 4.0 * frustration
+    who = rng.choice(n_customers, size=cfg.events, p=weights / weights.sum())
+    offsets = np.sort(rng.uniform(0, cfg.days * 86400, size=cfg.events))
+
+    tickets: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    for i in range(cfg.events):
+        c = int(who[i])
+        f = float(frustration[c])
+        urgent = rng.random() < 0.1 + 0.6 * f
+        priority = int(np.clip(rng.normal(1.5 + 2.0 * f + (0.8 if urgent else 0.0), 0.7), 1, 4).round())
+        created = start + timedelta(seconds=float(offsets[i]))
+        subject = str(rng.choice(URGENT_SUBJECTS if urgent else CALM_SUBJECTS))
+        body = str(rng.choice(URGENT_BODIES if urgent else CALM_BODIES))
+        plan = PLANS[int(plans[c])]
+        logit = -2.6 + 2.2 * urgent + 2.5 * f + 0.5 * (priority >= 3) + 0.4 * (plan == "enterprise")
+        escalated = bool(rng.random() < 1.0 / (1.0 + np.exp(-logit)))
+        ticket_id = f"T{cfg.seed:04d}-{i:08d}"
+        customer_id = f"C{c:06d}"
+        tickets.append(
+            {
+                "ticket_id": ticket_id,
+                "customer_id": customer_id,
+                "plan": plan,
+                "channel": CHANNELS[int(rng.integers(len(CHANNELS)))],
+                "priority": priority,
+                "subject": subject,
+                "body": body,
+                "created_at": created,
+            }
+        )
+        outcomes.append(
+            {
+                "ticket_id": ticket_id,
+                "customer_id": customer_id,
+                "escalated": escalated,
+                "resolved_at": created + timedelta(hours=float(rng.uniform(0.5, 72))),
+            }
+        )
+    outcomes.sort(key=lambda r: r["resolved_at"])
+    return tickets, outcomes

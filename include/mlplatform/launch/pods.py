@@ -1,0 +1,74 @@
+"""Pod specs for the training container (cluster profile): KubernetesPodOperator arguments that request
+``nvidia.com/gpu`` (or a MIG slice), take ``pool_slots`` = GPUs from the profile's pool, and carry the
+node selector and tolerations of the GPU node pool. No torch here: this is the launch side only."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES_FILE = Path(__file__).with_name("gpu_profiles.yaml")
+DEFAULT_IMAGE = "ghcr.io/mlplatform/training:0.1.0"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+@lru_cache(maxsize=1)
+def gpu_profiles() -> dict[str, dict[str, Any]]:
+    data: dict[str, dict[str, Any]] = yaml.safe_load(PROFILES_FILE.read_text())
+    return data
+
+
+def training_command(gpus: int, config: str, overrides: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """cmds/arguments: torchrun with one process per GPU (DDP in one pod), else plain python."""
+    args = ["-m", "training", "--config", config]
+    for key, value in overrides.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    if gpus > 1:
+        return ["torchrun"], ["--standalone", f"--nproc-per-node={gpus}", *args]
+    return ["python"], args
+
+
+def training_pod_kwargs(
+    *,
+    task_id: str,
+    gpus: int,
+    profile: str = "h100",
+    image: str = DEFAULT_IMAGE,
+    namespace: str = "mlplatform",
+    config: str = "/app/training/configs/gpu_bert_base.yaml",
+    overrides: dict[str, Any] | None = None,
+    team: str = "support-ml",
+    cpu: str = "8",
+    memory: str = "64Gi",
+) -> dict[str, Any]:
+    """Keyword arguments for KubernetesPodOperator (pool, pool_slots, resources, placement)."""
+    from kubernetes.client import models as k8s
+
+    if profile not in gpu_profiles():
+        raise ValueError(f"unknown GPU profile {profile!r}; known: {sorted(gpu_profiles())}")
+    if gpus < 1:
+        raise ValueError("a cluster training pod needs gpus >= 1")
+    prof = gpu_profiles()[profile]
+    cmds, arguments = training_command(gpus, config, overrides or {})
+    limits = {prof["resource"]: str(gpus), "cpu": cpu, "memory": memory}
+    return {
+        "task_id": task_id,
+        "name": "mlp-train",
+        "namespace": namespace,
+        "image": image,
+        "cmds": cmds,
+        "arguments": arguments,
+        "labels": {"app.kubernetes.io/part-of": "mlplatform", "mlplatform/team": team},
+        "container_resources": k8s.V1ResourceRequirements(requests=limits, limits=limits),
+        "node_selector": dict(prof["node_selector"]),
+        "tolerations": [k8s.V1Toleration(**GPU_TOLERATION)],
+        "pool": prof["pool"],
+        "pool_slots": gpus,
+        "get_logs": True,
+        "on_finish_action": "delete_succeeded_pod",
+        "startup_timeout_seconds": 900,
+        "env_vars": {"MLP_PROFILE": "cluster", "PYTHONUNBUFFERED": "1"},
+    }

@@ -1,0 +1,60 @@
+"""The knobs of ml_pipeline, defined once. Airflow Params (UI form, ``--conf``) are generated from this
+model, and the first task re-validates the whole conf with it (unknown keys rejected, field named)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class PipelineConf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: int = Field(2000, ge=50, le=2_000_000, description="Synthetic ticket events to produce to Kafka first")
+    produce: bool = Field(True, description="Produce synthetic events before ingesting (off: ingest what is there)")
+    seed: int = Field(42, ge=0, description="Seed of the synthetic events (same seed, same events)")
+    max_records: int = Field(0, ge=0, description="Upper bound of records ingested per topic (0: all pending)")
+    encoder: str = Field("minilm", min_length=1, description="Text encoder: minilm, an HF model dir or s3:// path")
+    epochs: int = Field(1, ge=1, le=50, description="Training epochs")
+    max_steps: int = Field(0, ge=0, description="Optimizer steps (0: epochs x steps per epoch)")
+    max_length: int = Field(64, ge=8, le=512, description="Token length cap")
+    batch_size: int = Field(32, ge=1, le=4096, description="Per-device batch size")
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per training job (cluster profile and GPU hosts)")
+    train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU when the pool has one")
+    deploy: bool = Field(True, description="Deploy the champion and smoke-test it")
+
+
+class ConfError(ValueError):
+    """A bad --conf; the message names each offending field."""
+
+
+def parse_conf(conf: dict[str, Any]) -> PipelineConf:
+    try:
+        return PipelineConf.model_validate(conf)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(conf)"
+            msg = "unknown field (not a parameter of ml_pipeline)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"field '{field}': {msg} (got {err.get('input')!r})")
+        raise ConfError("invalid ml_pipeline conf: " + "; ".join(problems)) from None
+
+
+def param_specs() -> dict[str, dict[str, Any]]:
+    """JSON-schema keyword arguments for one airflow Param per field (default, type, bounds, doc)."""
+    schema = PipelineConf.model_json_schema()
+    out: dict[str, dict[str, Any]] = {}
+    for name, prop in schema["properties"].items():
+        spec: dict[str, Any] = {"default": prop["default"], "description": prop.get("description", ""),
+                                "title": prop.get("title", name)}
+        if "enum" in prop:
+            spec["enum"] = prop["enum"]
+            spec["type"] = "string"
+        else:
+            spec["type"] = prop["type"]
+        for key in ("minimum", "maximum", "minLength"):
+            if key in prop:
+                spec[key] = prop[key]
+        out[name] = spec
+    return out

@@ -1,0 +1,76 @@
+"""A small client of the Airflow 3 REST API (/api/v2), authenticated like a person: a JWT from /auth/token."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+TERMINAL = {"success", "failed"}
+
+
+class AirflowApiError(RuntimeError):
+    pass
+
+
+class AirflowClient:
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
+        self.base = base_url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout)
+        self.username, self.password = username, password
+        self._token: str | None = None
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            resp = self.http.post(f"{self.base}/auth/token", json={"username": self.username, "password": self.password})
+            if resp.status_code not in (200, 201):
+                raise AirflowApiError(f"login as {self.username} failed: {resp.status_code} {resp.text[:200]}")
+            self._token = resp.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.http.request(method, f"{self.base}/api/v2{path}", headers=self._headers(), **kw)
+        if resp.status_code >= 400:
+            raise AirflowApiError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    @retry(retry=retry_if_exception_type(AirflowApiError), stop=stop_after_delay(240), wait=wait_fixed(3), reraise=True)
+    def wait_for_dag(self, dag_id: str) -> dict[str, Any]:
+        """Wait until the dag-processor has parsed ``dag_id``."""
+        dag: dict[str, Any] = self.request("GET", f"/dags/{dag_id}")
+        return dag
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = self.request("GET", "/importErrors")["import_errors"]
+        return errors
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        run = self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        data = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti["state"] for ti in data["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        data = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        return data["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800, on_poll: Any = None) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if on_poll:
+                on_poll(state)
+            if state in TERMINAL:
+                return state
+            time.sleep(3)
+        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")

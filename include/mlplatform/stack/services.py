@@ -1,0 +1,387 @@
+"""The real services of the local stack, each as a process: Kafka (KRaft), PostgreSQL, Redis, the MLflow
+tracking server and the four Airflow 3 components."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mlplatform.config.settings import Settings, ensure_secrets
+
+BIN = Path(sys.executable).parent
+DATABASES = ("airflow", "mlflow", "feast")
+
+
+class ServiceError(RuntimeError):
+    """A service could not be prepared or did not become healthy."""
+
+
+@dataclass
+class Service:
+    name: str
+    ports: list[int]
+    argv: Callable[[], list[str]]
+    health: Callable[[], bool]
+    url: str = ""
+    prepare: Callable[[], None] | None = None
+    after_start: Callable[[], None] | None = None
+    env: Callable[[], dict[str, str]] = field(default=lambda: dict(os.environ))
+    start_timeout: float = 90.0
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)  # noqa: S603
+    if res.returncode != 0:
+        raise ServiceError(f"{' '.join(argv[:4])} failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return res.stdout
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root; run its binaries as the Debian ``postgres`` user then."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+def _pg_bin(tool: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))
+    if found:
+        return found[-1]
+    path = shutil.which(tool)
+    if not path:
+        raise ServiceError(f"PostgreSQL's {tool} was not found: install the Debian package `postgresql` (make setup)")
+    return path
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def airflow_env(s: Settings) -> dict[str, str]:
+    """Environment shared by every Airflow component (and so by every task they run)."""
+    sec = ensure_secrets(s.home)
+    env = dict(os.environ)
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(s.home / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(s.repo_root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.repo_root / "plugins"),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__FERNET_KEY": sec["fernet_key"],
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{s.airflow_admin}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.airflow_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": s.postgres_dsn("airflow"),
+            "AIRFLOW__API__HOST": s.host,
+            "AIRFLOW__API__PORT": str(s.airflow_port),
+            "AIRFLOW__API__BASE_URL": s.airflow_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt_secret"],
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "MLP_HOME": str(s.home),
+            "MLP_PROFILE": s.profile,
+            "MLP_POSTGRES_PASSWORD": sec["postgres_password"],
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for key, value in _mlp_env(s).items():
+        env.setdefault(key, value)
+    return env
+
+
+def _mlp_env(s: Settings) -> dict[str, str]:
+    return {
+        "MLP_HOST": s.host,
+        "MLP_KAFKA_PORT": str(s.kafka_port),
+        "MLP_POSTGRES_PORT": str(s.postgres_port),
+        "MLP_POSTGRES_USER": s.postgres_user,
+        "MLP_REDIS_PORT": str(s.redis_port),
+        "MLP_MLFLOW_PORT": str(s.mlflow_port),
+        "MLP_AIRFLOW_PORT": str(s.airflow_port),
+        "MLP_SERVING_PORT": str(s.serving_port),
+        "MLP_SPARK_MASTER": s.spark_master,
+        "MLP_CONSUMER_GROUP": s.consumer_group,
+    }
+
+
+def airflow_health(s: Settings) -> dict[str, str]:
+    """Component statuses from the api-server's health endpoint ({} when it is down)."""
+    try:
+        resp = httpx.get(f"{s.airflow_url}/api/v2/monitor/health", timeout=3)
+        data = resp.json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return {k: (v or {}).get("status", "unknown") for k, v in data.items() if isinstance(v, dict)}
+
+
+# --------------------------------------------------------------------------------------- postgres
+
+
+def _postgres(s: Settings) -> Service:
+    data = s.home / "postgres" / "data"
+
+    def prepare() -> None:
+        sec = ensure_secrets(s.home)
+        if (data / "PG_VERSION").exists():
+            return
+        root = s.home / "postgres"
+        root.mkdir(parents=True, exist_ok=True)
+        pwfile = root / "pwfile"
+        pwfile.write_text(sec["postgres_password"] + "\n")
+        if os.geteuid() == 0:
+            s.home.chmod(0o755)
+            shutil.chown(root, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        pwfile.chmod(0o600)
+        try:
+            _run(
+                _as_postgres_user(
+                    [_pg_bin("initdb"), "-D", str(data), "-U", s.postgres_user, f"--pwfile={pwfile}",
+                     "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]
+                )
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def health() -> bool:
+        res = subprocess.run(  # noqa: S603
+            [_pg_bin("pg_isready"), "-h", s.host, "-p", str(s.postgres_port), "-t", "2"],
+            capture_output=True, check=False,
+        )
+        return res.returncode == 0
+
+    def after_start() -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=s.host, port=s.postgres_port, user=s.postgres_user, password=s.pg_password(), dbname="postgres"
+        )
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for db in DATABASES:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{db}"')
+        conn.close()
+
+    return Service(
+        name="postgres",
+        ports=[s.postgres_port],
+        argv=lambda: _as_postgres_user(
+            [_pg_bin("postgres"), "-D", str(data), "-p", str(s.postgres_port), "-h", s.host,
+             "-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "shared_buffers=128MB"]
+        ),
+        health=health,
+        url=f"postgresql://{s.host}:{s.postgres_port}",
+        prepare=prepare,
+        after_start=after_start,
+    )
+
+
+# ------------------------------------------------------------------------------------------ redis
+
+
+def _redis(s: Settings) -> Service:
+    def health() -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(host=s.host, port=s.redis_port, socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def argv() -> list[str]:
+        exe = shutil.which("redis-server")
+        if not exe:
+            raise ServiceError("redis-server was not found: install the Debian package `redis-server` (make setup)")
+        (s.home / "redis").mkdir(parents=True, exist_ok=True)
+        return [exe, "--port", str(s.redis_port), "--bind", s.host, "--dir", str(s.home / "redis"),
+                "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+
+    return Service("redis", [s.redis_port], argv, health, url=f"redis://{s.host}:{s.redis_port}")
+
+
+# ------------------------------------------------------------------------------------------ kafka
+
+
+def _kafka(s: Settings) -> Service:
+    root = s.home / "kafka"
+    libs = root / "libs"
+    props = root / "server.properties"
+
+    def prepare() -> None:
+        if not (libs.exists() and any(libs.glob("kafka_2.13-*.jar"))):
+            mvn = shutil.which("mvn")
+            if not mvn:
+                raise ServiceError("Maven (mvn) is needed to fetch the Kafka broker jars from Maven Central")
+            tmp = root / "libs.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            _run([mvn, "-q", "-B", "-f", str(s.repo_root / "docker" / "kafka" / "pom.xml"),
+                  "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"])
+            tmp.replace(libs)
+        root.mkdir(parents=True, exist_ok=True)
+        props.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={root / 'data'}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=true",
+                ]
+            )
+            + "\n"
+        )
+        log4j = root / "log4j2.properties"
+        log4j.write_text(
+            "rootLogger.level=INFO\nrootLogger.appenderRef.stdout.ref=STDOUT\nappender.stdout.type=Console\n"
+            "appender.stdout.name=STDOUT\nappender.stdout.layout.type=PatternLayout\n"
+            "appender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
+        )
+        if not (root / "data" / "meta.properties").exists():
+            cp = f"{libs}/*"
+            cluster_id = _run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"]).strip().splitlines()[-1]
+            _run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)])
+
+    def health() -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            AdminClient({"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 2000}).list_topics(timeout=2)
+            return True
+        except Exception:  # noqa: BLE001 - any client error means "not healthy yet"
+            return False
+
+    return Service(
+        name="kafka",
+        ports=[s.kafka_port, s.kafka_controller_port],
+        argv=lambda: ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+                      f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
+                      "-cp", f"{libs}/*", "kafka.Kafka", str(props)],
+        health=health,
+        url=s.kafka_bootstrap,
+        prepare=prepare,
+    )
+
+
+# ----------------------------------------------------------------------------------------- mlflow
+
+
+def _mlflow(s: Settings) -> Service:
+    artifacts = s.home / "mlflow" / "artifacts"
+
+    def argv() -> list[str]:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        destination = os.environ.get("MLP_ARTIFACTS_URI", artifacts.as_uri())
+        return [str(BIN / "mlflow"), "server", "--backend-store-uri", s.postgres_dsn("mlflow"),
+                "--artifacts-destination", destination, "--serve-artifacts",
+                "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"]
+
+    return Service(
+        name="mlflow",
+        ports=[s.mlflow_port],
+        argv=argv,
+        health=lambda: _http_ok(f"{s.mlflow_uri}/health"),
+        url=s.mlflow_uri,
+        start_timeout=180,
+    )
+
+
+# ---------------------------------------------------------------------------------------- airflow
+
+
+def _airflow(s: Settings) -> list[Service]:
+    env = lambda: airflow_env(s)  # noqa: E731
+
+    def migrate() -> None:
+        import airflow
+
+        marker = s.home / "airflow" / f".migrated-{airflow.__version__}"
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        _run([str(BIN / "airflow"), "db", "migrate"], env=env())
+        marker.touch()
+
+    def component(name: str, health_key: str) -> Service:
+        return Service(
+            name=f"airflow-{name}",
+            ports=[],
+            argv=lambda: [str(BIN / "airflow"), name],
+            health=lambda: airflow_health(s).get(health_key) == "healthy",
+            env=env,
+            start_timeout=120,
+        )
+
+    api = Service(
+        name="airflow-api-server",
+        ports=[s.airflow_port],
+        argv=lambda: [str(BIN / "airflow"), "api-server", "--port", str(s.airflow_port), "--host", s.host],
+        health=lambda: airflow_health(s).get("metadatabase") == "healthy",
+        url=s.airflow_url,
+        prepare=migrate,
+        env=env,
+        start_timeout=180,
+    )
+    return [
+        api,
+        component("scheduler", "scheduler"),
+        component("dag-processor", "dag_processor"),
+        component("triggerer", "triggerer"),
+    ]
+
+
+def all_services(s: Settings) -> list[Service]:
+    """Services in start order (dependencies first)."""
+    return [_postgres(s), _redis(s), _kafka(s), _mlflow(s), *_airflow(s)]
+
+
+def wait_healthy(service: Service, is_alive: Callable[[], bool], log_file: Path) -> None:
+    deadline = time.monotonic() + service.start_timeout
+    while time.monotonic() < deadline:
+        if service.health():
+            return
+        if not is_alive():
+            from mlplatform.stack.process import tail
+
+            raise ServiceError(f"{service.name} exited during start. Last log lines ({log_file}):\n{tail(log_file, 30)}")
+        time.sleep(1)
+    raise ServiceError(f"{service.name} did not become healthy within {service.start_timeout:.0f}s; see {log_file}")
+
+
+def settings_json(s: Settings) -> dict[str, str]:
+    """Values for the ${MLP_*} placeholders of airflow_settings.yaml."""
+    return {**_mlp_env(s), "MLP_POSTGRES_PASSWORD": s.pg_password()}
+
+
+def dump(obj: object) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)
