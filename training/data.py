@@ -145,9 +145,12 @@ def loader(data: Encoded, batches: list[np.ndarray], pad_id: int, cfg: TrainConf
     """DataLoader over prepared batches, starting ``skip`` batches in (for resume)."""
     ds = BatchDataset(data, batches[skip:], pad_id)
     workers = cfg.num_workers if len(ds) > 0 else 0
+    # A private generator: creating a loader iterator draws a base seed, and drawing it from the global RNG
+    # would shift the dropout stream of a resumed run (which creates its iterator mid-epoch).
     return torch.utils.data.DataLoader(
         ds, batch_size=None, shuffle=False, num_workers=workers, pin_memory=cuda,
         prefetch_factor=4 if workers else None, persistent_workers=False,
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 

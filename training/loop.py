@@ -299,7 +299,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 state.step += 1
                 if main and state.step % cfg.log_every == 0:
                     elapsed = time.perf_counter() - t0
-                    tracker.metrics({"train_loss": float(loss.item() * cfg.grad_accum),
+                    step_loss = float(loss.item() * cfg.grad_accum)
+                    state.history.append({"step": state.step, "train_loss": step_loss})
+                    tracker.metrics({"train_loss": step_loss,
                                      "lr": scheduler.get_last_lr()[0],
                                      "samples_per_s": seen_samples * world / elapsed,
                                      "tflops": tokens_per_step_flops * seen_tokens * world / elapsed / 1e12},
@@ -327,7 +329,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             state.best_metric = metrics["eval_roc_auc"]
         checkpoint(best=metrics["eval_roc_auc"] >= state.best_metric)
         result: dict[str, Any] = {"run_id": tracker.run_id, "step": state.step, "metrics": metrics,
-                                  "feature_columns": cols, "model_uri": None}
+                                  "feature_columns": cols, "model_uri": None, "history": state.history}
         if main:
             model_dir = save_for_inference(base, tok, cfg, cols, mean, std, str(out / "model"))
             if cfg.log_model:

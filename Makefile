@@ -1,0 +1,44 @@
+# mlplatform: the two README commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV  := .venv/bin
+EVENTS ?= 2000
+
+.PHONY: setup up down status demo test test-fast lint lock bench-train clean
+
+setup:            ## install Debian packages, the venv and the Kafka jars
+	@scripts/bootstrap.sh
+
+up: setup         ## start the local stack (idempotent)
+	@$(VENV)/mlp up
+
+down:             ## stop what `up` started
+	@$(VENV)/mlp down
+
+status:
+	@$(VENV)/mlp status
+
+demo: up          ## set up, start the stack, run the whole chain, print URLs, login and a prediction
+	@$(VENV)/mlp demo --events $(EVENTS)
+
+lint: setup
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+test: setup lint  ## all test layers (the tests start and stop the services they need)
+	$(VENV)/pytest -q
+
+test-fast: setup  ## unit and DAG tests only (no services)
+	$(VENV)/pytest -q tests/unit tests/dags
+
+test-gpu: setup   ## GPU tests (on a CUDA machine)
+	$(VENV)/pytest -q -m gpu tests/unit/training
+
+lock:             ## refresh constraints.txt from pyproject.toml
+	uv pip compile pyproject.toml --extra train --extra dev --python-version 3.11 -o constraints.txt
+
+bench-train: setup ## GPU training benchmark (needs CUDA): this program vs HF Trainer defaults
+	$(VENV)/python bench/train_gpu.py
+
+clean: down
+	rm -rf .mlp

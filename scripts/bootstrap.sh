@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything mlplatform needs on a fresh Debian machine: Debian packages (PostgreSQL, Redis,
+# Java 17, Maven, Chromium for the UI test), the Python environment (.venv, from constraints.txt) and
+# the Kafka broker jars (from Maven Central). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+command -v java >/dev/null || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+command -v uv >/dev/null || "$PY" -m pip install -q uv
+if [ ! -x .venv/bin/python ]; then
+  uv venv -q .venv --python "$PY"
+fi
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  uv pip install -q --python .venv/bin/python -e ".[train,dev]" -c constraints.txt
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+# Kafka broker jars (official Apache Kafka artifacts) into the stack's state dir.
+home=${MLP_HOME:-.mlp}
+if ! ls "$home"/kafka/libs/kafka_2.13-*.jar >/dev/null 2>&1; then
+  mkdir -p "$home/kafka"
+  mvn -q -B -f docker/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$home/kafka/libs.tmp" -DincludeScope=runtime
+  mv "$home/kafka/libs.tmp" "$home/kafka/libs"
+fi
+echo "bootstrap done: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import json
+
+from mlplatform.stack.manager import Stack
+
+
+def test_airflow_settings_are_rendered_with_no_placeholder_left(settings):
+    doc = Stack(settings).render_airflow_settings()
+    text = json.dumps(doc)
+    assert "${" not in text
+    conns = {c["conn_id"]: c for c in doc["connections"]}
+    assert conns["kafka_default"]["conn_extra"]["bootstrap.servers"] == settings.kafka_bootstrap
+    assert conns["spark_default"]["conn_host"] == "local[*]"
+    pools = {p["pool_name"]: p["pool_slot"] for p in doc["pools"]}
+    # sized from NVML: this machine has no GPU, which is a valid size of 0
+    assert isinstance(pools["gpu_local"], int)
+    assert pools["gpu_local"] >= 0
+    assert pools["cpu_train"] == 1
+
+
+def test_services_start_dependencies_first(settings):
+    names = [s.name for s in Stack(settings).services]
+    assert names.index("postgres") < names.index("mlflow") < names.index("airflow-api-server")
+    assert names.index("airflow-api-server") < names.index("airflow-scheduler")
