@@ -10,13 +10,16 @@ from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource
 from feast.types import Float64, Int64
+from feast.value_type import ValueType
 
 _default_home = Path(__file__).resolve().parents[1] / ".mlp"
 FEATURES_URI = os.environ.get(
     "MLP_FEATURES_URI", str(Path(os.environ.get("MLP_HOME", _default_home)) / "data" / "features" / "customer_daily")
 )
 
-customer = Entity(name="customer", join_keys=["customer_id"], description="A customer who opens tickets")
+customer = Entity(
+    name="customer", join_keys=["customer_id"], value_type=ValueType.STRING, description="A customer who opens tickets"
+)
 
 customer_daily_source = FileSource(
     name="customer_daily_source",

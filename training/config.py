@@ -63,6 +63,7 @@ class TrainConfig(BaseSettings):
     log_every: int = Field(10, ge=1)
     log_model: bool = True
     system_metrics: bool = True
+    system_metrics_interval_s: float = Field(5.0, gt=0, description="sampling interval of CPU/GPU metrics")
     dataset_uri: str = ""
     feature_service: str = ""
     result_file: str = ""

@@ -248,7 +248,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
 
     tracker = Tracker(cfg.mlflow_tracking_uri, cfg.experiment, cfg.run_name, enabled=main,
-                      system_metrics=cfg.system_metrics)
+                      system_metrics=cfg.system_metrics, interval_s=cfg.system_metrics_interval_s)
     state.mlflow_run_id = tracker.start(state.mlflow_run_id) or state.mlflow_run_id
     tracker.params({**cfg.model_dump(exclude={"mlflow_tracking_uri", "result_file"}), "feature_columns_used": cols,
                     "n_train": len(train_data), "n_eval": len(eval_data), "world_size": world,

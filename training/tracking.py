@@ -62,7 +62,8 @@ class NvmlTemperature(threading.Thread):
 class Tracker:
     """MLflow when a tracking URI is configured; otherwise a local-only run that logs to the console."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, enabled: bool, system_metrics: bool) -> None:
+    def __init__(self, uri: str, experiment: str, run_name: str, enabled: bool, system_metrics: bool,
+                 interval_s: float = 5.0) -> None:
         self.enabled = bool(uri) and enabled
         self.run_id: str | None = None
         self._temps: NvmlTemperature | None = None
@@ -73,19 +74,19 @@ class Tracker:
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment)
-        self.run_name, self.system_metrics = run_name, system_metrics
+        self.run_name, self.system_metrics, self.interval_s = run_name, system_metrics, interval_s
 
     def start(self, resume_run_id: str | None) -> str | None:
         if not self.enabled:
             return None
         if self.system_metrics:
-            self.mlflow.set_system_metrics_sampling_interval(5)
+            self.mlflow.set_system_metrics_sampling_interval(self.interval_s)
             self.mlflow.set_system_metrics_samples_before_logging(1)
         run = self.mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else (self.run_name or None),
                                     log_system_metrics=self.system_metrics)
         self.run_id = run.info.run_id
         if self.system_metrics:
-            self._temps = NvmlTemperature(lambda m, s: self.mlflow.log_metrics(m, step=s))
+            self._temps = NvmlTemperature(lambda m, s: self.mlflow.log_metrics(m, step=s), self.interval_s)
             self._temps.start()
         return self.run_id
 

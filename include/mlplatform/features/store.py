@@ -63,12 +63,22 @@ def apply(s: Settings | None = None) -> list[str]:
     return [o.name for o in objects]
 
 
-def materialize(s: Settings | None = None, end: datetime | None = None, days: int = 60) -> dict[str, Any]:
-    """Load the latest feature values into the online store (Redis)."""
+def materialize(s: Settings | None = None, end: datetime | None = None, days: int = 60,
+                rebuild: bool = True) -> dict[str, Any]:
+    """Load the latest feature values into the online store (Redis).
+
+    The Spark job recomputes whole tables, so a day's row can change after late events arrive while keeping
+    its event timestamp. Feast's Redis writer skips a row whose timestamp equals the stored one, which
+    would leave the stale value online; ``rebuild`` clears each view's online rows first.
+    """
     s = s or get_settings()
     store = get_store(s)
     end = end or datetime.now(UTC) + timedelta(days=1)
     start = end - timedelta(days=days)
+    if rebuild:
+        online = store._get_provider().online_store  # noqa: SLF001 - Feast exposes no public per-view clear
+        for fv in store.list_feature_views():
+            online.delete_table(store.config, fv)
     store.materialize(start_date=start, end_date=end)
     return {"start": start.isoformat(), "end": end.isoformat()}
 

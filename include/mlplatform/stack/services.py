@@ -276,7 +276,9 @@ def _kafka(s: Settings) -> Service:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 2000}).list_topics(timeout=2)
+            AdminClient({"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 2000, "log_level": 0}).list_topics(
+                timeout=2
+            )
             return True
         except Exception:  # noqa: BLE001 - any client error means "not healthy yet"
             return False

@@ -31,13 +31,13 @@ def test_good_batch_passes():
 def test_bad_batch_names_each_broken_expectation():
     df = tickets()
     df.loc[0, "priority"] = 9
-    df.loc[1, "ticket_id"] = "T0"
+    df.loc[1, "plan"] = "platinum"
     df.loc[2, "customer_id"] = "nobody"
     report = validate_dataframe(df, "support.tickets")
     assert not report.success
     failed = {(f["type"], f["kwargs"].get("column")) for f in report.failed}
     assert ("expect_column_values_to_be_between", "priority") in failed
-    assert ("expect_column_values_to_be_unique", "ticket_id") in failed
+    assert ("expect_column_values_to_be_in_set", "plan") in failed
     assert ("expect_column_values_to_match_regex", "customer_id") in failed
     assert "FAILED expect_column_values_to_be_between" in report.summary()
 

@@ -1,0 +1,103 @@
+"""Spark job, Feast (PostgreSQL registry, Redis online store) and training tracked by the real MLflow server."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from mlplatform.features import store
+from mlplatform.pipeline import stages
+from mlplatform.registry.gate import register_and_gate
+from training.config import load
+from training.loop import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def published(settings, stack):
+    """Events through Kafka, validated, Spark features, feast apply + materialize."""
+    stages.produce_events(events=400, seed=SEED + 11)
+    run = f"it-{uuid.uuid4().hex[:6]}"
+    group = f"it-feat-{run}"
+    for topic in (settings.tickets_topic, settings.outcomes_topic):
+        batch = stages.ingest_topic(topic, run, group=group)
+        if batch["records"]:
+            stages.validate_batch(batch)
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]",
+                          str(ROOT / "spark_jobs" / "customer_features.py"), *stages.spark_application_args(settings)],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    published = stages.publish_features(settings)
+    return {"run": run, **published}
+
+
+SEED = uuid.uuid4().int % 5000  # fresh events each session: the topics outlive a test run
+
+
+def test_feast_online_lookup_serves_the_latest_offline_row(settings, published):
+    offline = pd.read_parquet(store.features_path(settings))
+    latest = offline.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
+    customers = list(latest.index[:5])
+    online = store.online_features(customers, settings)
+    for i, cid in enumerate(online["customer_id"]):
+        assert online["tickets_30d"][i] == latest.loc[cid, "tickets_30d"]
+        assert online["is_enterprise"][i] == latest.loc[cid, "is_enterprise"]
+    assert store.online_features(["C999999"], settings)["tickets_30d"] == [None]
+
+
+def test_training_set_is_point_in_time_correct_and_keeps_every_label(settings, published):
+    snap = stages.training_snapshot(published["run"], settings)
+    df = pd.read_parquet(snap["path"])
+    labels = pd.read_parquet(store.labels_path(settings))
+    assert len(df) == len(labels) == snap["rows"]
+    tickets = labels[["customer_id", "event_timestamp"]].copy()
+    # features stamped at the end of day D count tickets up to D: never the ticket's own day or later
+    sample = df.dropna(subset=["tickets_30d"]).sample(50, random_state=0)
+    for _, row in sample.iterrows():
+        day_start = row["event_timestamp"].floor("D")
+        window = tickets[(tickets.customer_id == row.customer_id) & (tickets.event_timestamp < day_start)
+                         & (tickets.event_timestamp >= day_start - pd.Timedelta(days=30))]
+        assert row["tickets_30d"] <= len(window)
+
+
+def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, tmp_path):
+    snap = stages.training_snapshot(published["run"] + "-t", settings)
+    cfg = load(None, {
+        "data": snap["path"], "encoder": "minilm", "init": "random", "arch": "tiny", "max_length": 48,
+        "batch_size": 32, "max_steps": 8, "device": "cpu", "num_workers": 0, "log_every": 2,
+        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+        "feature_columns": snap["features"], "mlflow_tracking_uri": settings.mlflow_uri,
+        "experiment": "it-training", "system_metrics_interval_s": 0.5, "dataset_uri": snap["uri"], "feature_service": snap["feature_service"],
+    })
+    result = train(cfg)
+    client = MlflowClient(settings.mlflow_uri)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert {"lr", "batch_size", "max_steps", "encoder", "n_train", "feature_columns_used"} <= set(run.data.params)
+    assert {"train_loss", "eval_roc_auc", "eval_f1", "eval_accuracy", "samples_per_s"} <= set(run.data.metrics)
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics.keys()
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 4
+    assert run.data.tags["dataset_uri"] == snap["uri"]
+    assert run.data.tags["feature_service"] == "escalation_features"
+    assert run.data.tags["gpu_type"] == "cpu"
+    assert len(run.data.tags["git_sha"]) >= 7
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    model = mlflow.pyfunc.load_model(result["model_uri"])
+    assert model.metadata.signature is not None
+    frame = pd.read_parquet(snap["path"]).head(4)[["subject", "body", *snap["features"]]]
+    preds = model.predict(frame.astype({c: "float64" for c in snap["features"]}))
+    assert preds["escalation_probability"].between(0, 1).all()
+
+    name = f"it_model_{uuid.uuid4().hex[:6]}"
+    first = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
+    assert first.promoted and first.version == "1"
+    retry = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
+    assert retry.version == "1"  # a retried task registers nothing new
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
