@@ -32,7 +32,7 @@ S = get_settings()
     doc_md=__doc__,
 )
 def build_features() -> None:
-    spark = SparkSubmitOperator(
+    spark_customer_features = SparkSubmitOperator(
         task_id="spark_customer_features",
         application=str(S.repo_root / "spark_jobs" / "customer_features.py"),
         application_args=spark_application_args(S),
@@ -47,7 +47,7 @@ def build_features() -> None:
 
         return publish_features()
 
-    spark >> publish()
+    spark_customer_features >> publish()
 
 
 build_features()

@@ -47,27 +47,41 @@ S = get_settings()
 def ml_pipeline() -> None:
     @task
     def check_conf() -> dict:
-        from mlplatform.pipeline.checks import check_run_conf
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return check_run_conf(dict(get_current_context()["params"]))
+        from mlplatform.pipeline.checks import GpuQuotaError, check_run_conf
+        from mlplatform.pipeline.params import ConfError
+
+        try:
+            return check_run_conf(dict(get_current_context()["params"]))
+        except (ConfError, GpuQuotaError) as exc:  # a retry cannot fix a bad conf: fail now
+            raise AirflowFailException(str(exc)) from exc
 
     @task
-    def produce(conf: dict) -> dict:
+    def produce(run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import produce_events
 
-        return produce_events(conf["events"], conf["seed"]) if conf["produce"] else {"tickets": 0, "outcomes": 0}
+        if not run_conf["produce"]:
+            return {"tickets": 0, "outcomes": 0}
+        return produce_events(run_conf["events"], run_conf["seed"])
 
     @task
-    def ingest(topic: str, conf: dict) -> dict:
+    def ingest(topic: str, run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import ingest_topic
 
-        return ingest_topic(topic, get_current_context()["run_id"], conf["max_records"])
+        return ingest_topic(topic, get_current_context()["run_id"], run_conf["max_records"])
 
     @task
     def validate(batch: dict) -> dict:
-        from mlplatform.pipeline.stages import validate_batch
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return validate_batch(batch)
+        from mlplatform.pipeline.stages import validate_batch
+        from mlplatform.validation.suites import ValidationFailed
+
+        try:
+            return validate_batch(batch)
+        except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
+            raise AirflowFailException(str(exc)) from exc
 
     build_features = SparkSubmitOperator(
         task_id="build_features",
@@ -91,10 +105,10 @@ def ml_pipeline() -> None:
         return snapshot(get_current_context()["run_id"])
 
     @task(pool="cpu_train" if S.train_device != "cuda" else S.gpu_pool, retries=1)
-    def train(snapshot: dict, conf: dict) -> dict:
+    def train(snapshot: dict, run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import train_local
 
-        return train_local(snapshot, get_current_context()["run_id"], conf)
+        return train_local(snapshot, get_current_context()["run_id"], run_conf)
 
     @task
     def register(result: dict) -> dict:
@@ -103,14 +117,14 @@ def ml_pipeline() -> None:
         return do_register(result)
 
     @task(outlets=[Asset(assets.SERVED)])
-    def deploy(decision: dict, conf: dict) -> dict:
+    def deploy(decision: dict, run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import deploy as do_deploy
 
-        return do_deploy() if conf["deploy"] else {"skipped": True, "decision": decision}
+        return do_deploy() if run_conf["deploy"] else {"skipped": True, "decision": decision}
 
-    conf = check_conf()
-    batches = ingest.partial(conf=conf).expand(topic=[S.tickets_topic, S.outcomes_topic])
-    produce(conf) >> batches
+    run_conf = check_conf()
+    batches = ingest.partial(run_conf=run_conf).expand(topic=[S.tickets_topic, S.outcomes_topic])
+    produce(run_conf) >> batches
     validated = validate.expand(batch=batches)
     snapshot = training_snapshot()
     validated >> build_features >> publish_features() >> snapshot
@@ -120,14 +134,13 @@ def ml_pipeline() -> None:
         from mlplatform.launch.pods import training_pod_kwargs
 
         trained = KubernetesPodOperator(
-            **training_pod_kwargs(task_id="train", gpus=S.train_gpus, profile=S.gpu_profile,
-                                  overrides=pod_overrides()),
+            **training_pod_kwargs(task_id="train", gpus=S.train_gpus, profile=S.gpu_profile, overrides=pod_overrides()),
             do_xcom_push=True,
         )
         snapshot >> trained
     else:
-        trained = train(snapshot, conf)
-    deploy(register(trained), conf)
+        trained = train(snapshot, run_conf)
+    deploy(register(trained), run_conf)
 
 
 def pod_overrides() -> dict:

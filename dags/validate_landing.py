@@ -33,9 +33,15 @@ def validate_landing() -> None:
 
     @task(outlets=[Asset(assets.VALIDATED)])
     def validate(batch: dict) -> dict:
-        from mlplatform.pipeline.stages import validate_batch
+        from airflow.sdk.exceptions import AirflowFailException
 
-        return validate_batch(batch)
+        from mlplatform.pipeline.stages import validate_batch
+        from mlplatform.validation.suites import ValidationFailed
+
+        try:
+            return validate_batch(batch)
+        except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
+            raise AirflowFailException(str(exc)) from exc
 
     validate.expand(batch=batches())
 

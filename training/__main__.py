@@ -15,8 +15,9 @@ import yaml
 
 
 def parse_flags(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
-    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", help="YAML config file")
     known, rest = ap.parse_known_args(argv)
     flags: dict[str, Any] = {}

@@ -89,8 +89,16 @@ class BucketBatches:
     """Length-bucketed batches: shuffle, cut into windows of ``bucket_size`` batches, sort each window by
     length, batch it, shuffle the batches. Deterministic in (seed, epoch); sharded across DDP ranks."""
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, bucket_size: int, seed: int, rank: int = 0,
-                 world: int = 1, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        bucket_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+    ) -> None:
         self.lengths, self.batch_size, self.bucket_size = lengths, batch_size, bucket_size
         self.seed, self.rank, self.world, self.shuffle = seed, rank, world, shuffle
 
@@ -140,16 +148,22 @@ class BatchDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
         }
 
 
-def loader(data: Encoded, batches: list[np.ndarray], pad_id: int, cfg: TrainConfig, cuda: bool,
-           skip: int = 0) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
+def loader(
+    data: Encoded, batches: list[np.ndarray], pad_id: int, cfg: TrainConfig, cuda: bool, skip: int = 0
+) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
     """DataLoader over prepared batches, starting ``skip`` batches in (for resume)."""
     ds = BatchDataset(data, batches[skip:], pad_id)
     workers = cfg.num_workers if len(ds) > 0 else 0
     # A private generator: creating a loader iterator draws a base seed, and drawing it from the global RNG
     # would shift the dropout stream of a resumed run (which creates its iterator mid-epoch).
     return torch.utils.data.DataLoader(
-        ds, batch_size=None, shuffle=False, num_workers=workers, pin_memory=cuda,
-        prefetch_factor=4 if workers else None, persistent_workers=False,
+        ds,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=cuda,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
         generator=torch.Generator().manual_seed(cfg.seed),
     )
 

@@ -160,8 +160,9 @@ def _unwrap(model: torch.nn.Module) -> EscalationModel:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: D.Encoded, pad_id: int, cfg: TrainConfig, device: torch.device,
-             amp: bool) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, data: D.Encoded, pad_id: int, cfg: TrainConfig, device: torch.device, amp: bool
+) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
     model.eval()
@@ -196,7 +197,11 @@ def prepare(cfg: TrainConfig) -> tuple[Any, D.Encoded, D.Encoded, list[str], np.
     cols = D.feature_columns(df, cfg)
     tok = load_tokenizer(cfg.encoder)
     ids = D.tokenize_cached(D.join_text(df, cfg.text_fields), tok, cfg.max_length, cfg.cache_dir)
-    feats = df[cols].astype("float64").fillna(0.0).to_numpy(dtype=np.float32) if cols else np.zeros((len(df), 0), np.float32)
+    feats = (
+        df[cols].astype("float64").fillna(0.0).to_numpy(dtype=np.float32)
+        if cols
+        else np.zeros((len(df), 0), np.float32)
+    )
     labels = df[cfg.label].astype("float32").to_numpy()
     tr, ev = D.split(len(df), cfg.eval_fraction, cfg.seed)
     ftr, fev, mean, std = D.standardize(feats[tr], feats[ev])
@@ -221,8 +226,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model: torch.nn.Module = build_model(cfg, len(tok), len(cols)).to(device)
     base = _unwrap(model)
     optimizer = torch.optim.AdamW(param_groups(base, cfg), fused=cuda)
-    sampler = D.BucketBatches(np.array([len(i) for i in train_data.ids]), cfg.batch_size, cfg.bucket_size, cfg.seed,
-                              rank, world)
+    sampler = D.BucketBatches(
+        np.array([len(i) for i in train_data.ids]), cfg.batch_size, cfg.bucket_size, cfg.seed, rank, world
+    )
     micro_per_epoch = len(sampler.batches(0))
     steps_per_epoch = max(1, micro_per_epoch // cfg.grad_accum)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -239,22 +245,43 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         scheduler.load_state_dict(blob["scheduler"])
         state = State(**blob["state"])
         set_rng_state(blob["rng"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", latest, state.step, state.epoch,
-                 state.batch_in_epoch)
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)", latest, state.step, state.epoch, state.batch_in_epoch
+        )
 
     if cfg.compile:
         model = torch.compile(model)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if cuda else None)
 
-    tracker = Tracker(cfg.mlflow_tracking_uri, cfg.experiment, cfg.run_name, enabled=main,
-                      system_metrics=cfg.system_metrics, interval_s=cfg.system_metrics_interval_s)
+    tracker = Tracker(
+        cfg.mlflow_tracking_uri,
+        cfg.experiment,
+        cfg.run_name,
+        enabled=main,
+        system_metrics=cfg.system_metrics,
+        interval_s=cfg.system_metrics_interval_s,
+    )
     state.mlflow_run_id = tracker.start(state.mlflow_run_id) or state.mlflow_run_id
-    tracker.params({**cfg.model_dump(exclude={"mlflow_tracking_uri", "result_file"}), "feature_columns_used": cols,
-                    "n_train": len(train_data), "n_eval": len(eval_data), "world_size": world,
-                    "total_steps": total_steps})
-    tracker.tags({"dataset_uri": cfg.dataset_uri or cfg.data, "feature_service": cfg.feature_service,
-                  "git_sha": git_sha(), "gpu_type": gpu_type(), "device": str(device)})
+    tracker.params(
+        {
+            **cfg.model_dump(exclude={"mlflow_tracking_uri", "result_file"}),
+            "feature_columns_used": cols,
+            "n_train": len(train_data),
+            "n_eval": len(eval_data),
+            "world_size": world,
+            "total_steps": total_steps,
+        }
+    )
+    tracker.tags(
+        {
+            "dataset_uri": cfg.dataset_uri or cfg.data,
+            "feature_service": cfg.feature_service,
+            "git_sha": git_sha(),
+            "gpu_type": gpu_type(),
+            "device": str(device),
+        }
+    )
 
     stop = {"flag": False}
 
@@ -266,9 +293,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     def checkpoint(best: bool = False) -> None:
         if main:
-            ckpts.save({"model": base.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "state": state.__dict__, "rng": rng_state()},
-                       state.step, best=best)
+            ckpts.save(
+                {
+                    "model": base.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "state": state.__dict__,
+                    "rng": rng_state(),
+                },
+                state.step,
+                best=best,
+            )
 
     tokens_per_step_flops = flops_per_token(base, cfg.max_length)
     model.train()
@@ -301,11 +336,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     elapsed = time.perf_counter() - t0
                     step_loss = float(loss.item() * cfg.grad_accum)
                     state.history.append({"step": state.step, "train_loss": step_loss})
-                    tracker.metrics({"train_loss": step_loss,
-                                     "lr": scheduler.get_last_lr()[0],
-                                     "samples_per_s": seen_samples * world / elapsed,
-                                     "tflops": tokens_per_step_flops * seen_tokens * world / elapsed / 1e12},
-                                    state.step)
+                    tracker.metrics(
+                        {
+                            "train_loss": step_loss,
+                            "lr": scheduler.get_last_lr()[0],
+                            "samples_per_s": seen_samples * world / elapsed,
+                            "tflops": tokens_per_step_flops * seen_tokens * world / elapsed / 1e12,
+                        },
+                        state.step,
+                    )
                 if state.step % cfg.checkpoint_every == 0:
                     checkpoint()
                 if stop["flag"]:
@@ -328,14 +367,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if metrics["eval_roc_auc"] > state.best_metric:
             state.best_metric = metrics["eval_roc_auc"]
         checkpoint(best=metrics["eval_roc_auc"] >= state.best_metric)
-        result: dict[str, Any] = {"run_id": tracker.run_id, "step": state.step, "metrics": metrics,
-                                  "feature_columns": cols, "model_uri": None, "history": state.history}
+        result: dict[str, Any] = {
+            "run_id": tracker.run_id,
+            "step": state.step,
+            "metrics": metrics,
+            "feature_columns": cols,
+            "model_uri": None,
+            "history": state.history,
+        }
         if main:
             model_dir = save_for_inference(base, tok, cfg, cols, mean, std, str(out / "model"))
             if cfg.log_model:
                 example = _df.head(5)[[*cfg.text_fields, *cols]].reset_index(drop=True)
-                result["model_uri"] = tracker.log_model(model_dir, example, _predict_frame(base, tok, example, cfg,
-                                                                                             cols, mean, std))
+                result["model_uri"] = tracker.log_model(
+                    model_dir, example, _predict_frame(base, tok, example, cfg, cols, mean, std)
+                )
             if cfg.result_file:
                 tmp = Path(cfg.result_file + ".tmp")
                 tmp.write_text(json.dumps(result, default=str))
@@ -353,19 +399,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def _predict_frame(model: EscalationModel, tok: Any, df: Any, cfg: TrainConfig, cols: list[str], mean: Any,
-                   std: Any) -> Any:
+def _predict_frame(
+    model: EscalationModel, tok: Any, df: Any, cfg: TrainConfig, cols: list[str], mean: Any, std: Any
+) -> Any:
     import pandas as pd
 
     texts = D.join_text(df, cfg.text_fields)
     enc = tok(texts, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
-    feats = ((df[cols].astype("float64").fillna(0).to_numpy() - mean) / std).astype(np.float32) if cols else \
-        np.zeros((len(df), 0), np.float32)
+    feats = (
+        ((df[cols].astype("float64").fillna(0).to_numpy() - mean) / std).astype(np.float32)
+        if cols
+        else np.zeros((len(df), 0), np.float32)
+    )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), torch.from_numpy(feats).to(device))
+        logits = model(
+            enc["input_ids"].to(device), enc["attention_mask"].to(device), torch.from_numpy(feats).to(device)
+        )
     model.train(was_training)
     prob = torch.sigmoid(logits.float()).cpu().numpy()
     return pd.DataFrame({"escalation_probability": prob, "escalate": prob >= 0.5})

@@ -88,8 +88,9 @@ def flops_per_token(model: EscalationModel, seq_len: int) -> float:
     return 6.0 * n_params + 12.0 * conf.num_hidden_layers * conf.hidden_size * seq_len
 
 
-def save_for_inference(model: EscalationModel, tokenizer: Any, cfg: TrainConfig, feature_cols: list[str],
-                       mean: Any, std: Any, out_dir: str) -> str:
+def save_for_inference(
+    model: EscalationModel, tokenizer: Any, cfg: TrainConfig, feature_cols: list[str], mean: Any, std: Any, out_dir: str
+) -> str:
     """A self-describing directory the pyfunc wrapper loads (encoder config, weights, tokenizer, scaler)."""
     import json
 

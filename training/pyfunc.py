@@ -40,8 +40,9 @@ class EscalationPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         cols = self.meta["feature_columns"]
         feats = df.reindex(columns=cols).astype("float64").fillna(pd.Series(self.mean, index=cols)).to_numpy()
         feats = ((feats - self.mean) / self.std).astype(np.float32)
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.meta["max_length"], padding=True,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), truncation=True, max_length=self.meta["max_length"], padding=True, return_tensors="pt"
+        )
         with torch.inference_mode():
             logits = self.model(enc["input_ids"], enc["attention_mask"], torch.from_numpy(feats))
         prob = torch.sigmoid(logits.float()).numpy()

@@ -16,8 +16,14 @@ def git_sha() -> str:
     if os.environ.get("GIT_SHA"):
         return os.environ["GIT_SHA"]
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,  # noqa: S607
-                              cwd=os.path.dirname(__file__), timeout=5).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,  # noqa: S607
+            cwd=os.path.dirname(__file__),
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -51,9 +57,9 @@ class NvmlTemperature(threading.Thread):
             metrics = {}
             for i, h in enumerate(handles):
                 metrics[f"system/gpu_{i}_temperature_c"] = float(
-                    pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))
-                metrics[f"system/gpu_{i}_sm_clock_mhz"] = float(
-                    pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))
+                    pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+                )
+                metrics[f"system/gpu_{i}_sm_clock_mhz"] = float(pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))
             self.log_fn(metrics, step)
             step += 1
         pynvml.nvmlShutdown()
@@ -62,8 +68,9 @@ class NvmlTemperature(threading.Thread):
 class Tracker:
     """MLflow when a tracking URI is configured; otherwise a local-only run that logs to the console."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, enabled: bool, system_metrics: bool,
-                 interval_s: float = 5.0) -> None:
+    def __init__(
+        self, uri: str, experiment: str, run_name: str, enabled: bool, system_metrics: bool, interval_s: float = 5.0
+    ) -> None:
         self.enabled = bool(uri) and enabled
         self.run_id: str | None = None
         self._temps: NvmlTemperature | None = None
@@ -82,8 +89,11 @@ class Tracker:
         if self.system_metrics:
             self.mlflow.set_system_metrics_sampling_interval(self.interval_s)
             self.mlflow.set_system_metrics_samples_before_logging(1)
-        run = self.mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else (self.run_name or None),
-                                    log_system_metrics=self.system_metrics)
+        run = self.mlflow.start_run(
+            run_id=resume_run_id,
+            run_name=None if resume_run_id else (self.run_name or None),
+            log_system_metrics=self.system_metrics,
+        )
         self.run_id = run.info.run_id
         if self.system_metrics:
             self._temps = NvmlTemperature(lambda m, s: self.mlflow.log_metrics(m, step=s), self.interval_s)

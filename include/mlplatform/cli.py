@@ -35,7 +35,12 @@ def up() -> None:
     started = time.monotonic()
     try:
         with console.status("starting the local stack") as status:
-            stack.up(lambda name, msg: (status.update(f"{name}: {msg}"), console.log(f"[bold]{name}[/]: {msg}")))
+
+            def report(name: str, msg: str) -> None:
+                status.update(f"{name}: {msg}")
+                console.log(f"[bold]{name}[/]: {msg}")
+
+            stack.up(report)
     except (PortInUseError, ServiceError) as exc:
         console.print(f"[red]mlp up failed:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -47,8 +52,9 @@ def _print_urls(show_password: bool = True) -> None:
     s = get_settings()
     stack = _stack()
     password = stack.admin_password()
-    console.print(f"Airflow UI : {s.airflow_url}   login: {s.airflow_admin} / "
-                  f"{password if show_password else '(see ' + str(s.home / 'airflow') + '/simple_auth_manager_passwords.json.generated)'}")
+    secret_file = s.home / "airflow" / "simple_auth_manager_passwords.json.generated"
+    shown = password if show_password else f"(see {secret_file})"
+    console.print(f"Airflow UI : {s.airflow_url}   login: {s.airflow_admin} / {shown}")
     console.print(f"MLflow UI  : {s.mlflow_uri}")
     console.print(f"Kafka      : {s.kafka_bootstrap}")
 
@@ -89,7 +95,9 @@ def logs(
         return
     path = stack.log_file(service)
     if not path.exists():
-        console.print(f"[red]no log for {service!r}[/] (known: {', '.join(p.stem for p in stack.log_dir.glob('*.log'))})")
+        console.print(
+            f"[red]no log for {service!r}[/] (known: {', '.join(p.stem for p in stack.log_dir.glob('*.log'))})"
+        )
         raise typer.Exit(1)
     if follow:
         subprocess.run(["tail", "-n", str(lines), "-f", str(path)], check=False)  # noqa: S603,S607
@@ -142,7 +150,9 @@ def demo(
     console.print(f"triggered ml_pipeline run {run_id}")
     with console.status("ml_pipeline running") as st:
         state = client.wait_for_run(
-            "ml_pipeline", run_id, timeout=timeout,
+            "ml_pipeline",
+            run_id,
+            timeout=timeout,
             on_poll=lambda _: st.update(f"ml_pipeline: {_summarise(client.task_states('ml_pipeline', run_id))}"),
         )
     console.print(f"ml_pipeline finished: {state}")
@@ -151,8 +161,11 @@ def demo(
         console.print("see the task logs in the Airflow UI, or `mlp logs airflow-scheduler`")
         raise typer.Exit(1)
     _print_urls()
-    request = {"customer_id": "C000001", "subject": "Production outage",
-               "body": "Our production system is down and customers are affected."}
+    request = {
+        "customer_id": "C000001",
+        "subject": "Production outage",
+        "body": "Our production system is down and customers are affected.",
+    }
     console.print(f"Model server: {s.serving_url}  request: {json.dumps(request)}")
     console.print(f"Prediction : {json.dumps(do_predict(s, request))}")
 

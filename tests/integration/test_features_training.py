@@ -30,9 +30,18 @@ def published(settings, stack):
         batch = stages.ingest_topic(topic, run, group=group)
         if batch["records"]:
             stages.validate_batch(batch)
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[2]",
-                          str(ROOT / "spark_jobs" / "customer_features.py"), *stages.spark_application_args(settings)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "spark-submit"),
+            "--master",
+            "local[2]",
+            str(ROOT / "spark_jobs" / "customer_features.py"),
+            *stages.spark_application_args(settings),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     published = stages.publish_features(settings)
     return {"run": run, **published}
@@ -62,20 +71,39 @@ def test_training_set_is_point_in_time_correct_and_keeps_every_label(settings, p
     sample = df.dropna(subset=["tickets_30d"]).sample(50, random_state=0)
     for _, row in sample.iterrows():
         day_start = row["event_timestamp"].floor("D")
-        window = tickets[(tickets.customer_id == row.customer_id) & (tickets.event_timestamp < day_start)
-                         & (tickets.event_timestamp >= day_start - pd.Timedelta(days=30))]
+        window = tickets[
+            (tickets.customer_id == row.customer_id)
+            & (tickets.event_timestamp < day_start)
+            & (tickets.event_timestamp >= day_start - pd.Timedelta(days=30))
+        ]
         assert row["tickets_30d"] <= len(window)
 
 
 def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, tmp_path):
     snap = stages.training_snapshot(published["run"] + "-t", settings)
-    cfg = load(None, {
-        "data": snap["path"], "encoder": "minilm", "init": "random", "arch": "tiny", "max_length": 48,
-        "batch_size": 32, "max_steps": 8, "device": "cpu", "num_workers": 0, "log_every": 2,
-        "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
-        "feature_columns": snap["features"], "mlflow_tracking_uri": settings.mlflow_uri,
-        "experiment": "it-training", "system_metrics_interval_s": 0.5, "dataset_uri": snap["uri"], "feature_service": snap["feature_service"],
-    })
+    cfg = load(
+        None,
+        {
+            "data": snap["path"],
+            "encoder": "minilm",
+            "init": "random",
+            "arch": "tiny",
+            "max_length": 48,
+            "batch_size": 32,
+            "max_steps": 8,
+            "device": "cpu",
+            "num_workers": 0,
+            "log_every": 2,
+            "output_dir": str(tmp_path / "out"),
+            "cache_dir": str(tmp_path / "cache"),
+            "feature_columns": snap["features"],
+            "mlflow_tracking_uri": settings.mlflow_uri,
+            "experiment": "it-training",
+            "system_metrics_interval_s": 0.5,
+            "dataset_uri": snap["uri"],
+            "feature_service": snap["feature_service"],
+        },
+    )
     result = train(cfg)
     client = MlflowClient(settings.mlflow_uri)
     run = client.get_run(result["run_id"])
@@ -97,7 +125,8 @@ def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, 
 
     name = f"it_model_{uuid.uuid4().hex[:6]}"
     first = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
-    assert first.promoted and first.version == "1"
+    assert first.promoted
+    assert first.version == "1"
     retry = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
     assert retry.version == "1"  # a retried task registers nothing new
     assert client.get_model_version_by_alias(name, "champion").version == "1"

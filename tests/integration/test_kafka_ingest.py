@@ -10,7 +10,6 @@ from confluent_kafka import Consumer, Producer
 from mlplatform.ingest.kafka import DLQ_SUFFIX, consume_to_parquet
 from mlplatform.pipeline.stages import produce_events
 
-
 SEED = uuid.uuid4().int % 5000  # fresh events each session: the topics outlive a test run
 
 
@@ -26,8 +25,9 @@ def test_offsets_commit_only_what_landed_and_poison_goes_to_dlq(settings, tmp_pa
     assert first.records >= 120
     landed = _read_landing(tmp_path / topic / "run_id=run-a")
     assert len(landed) == first.records
-    assert {"event_date"} <= set(p.name.split("=")[0] for p in (tmp_path / topic / "run_id=run-a").iterdir()
-                                 if p.is_dir())
+    assert {"event_date"} <= set(
+        p.name.split("=")[0] for p in (tmp_path / topic / "run_id=run-a").iterdir() if p.is_dir()
+    )
 
     produce_events(events=75, seed=SEED + 2)
     second = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-b")
@@ -44,8 +44,9 @@ def test_offsets_commit_only_what_landed_and_poison_goes_to_dlq(settings, tmp_pa
     fourth = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-d")
     assert fourth.records == fourth.dead_lettered == 0
 
-    dlq = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{group}-dlq",
-                    "auto.offset.reset": "earliest"})
+    dlq = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{group}-dlq", "auto.offset.reset": "earliest"}
+    )
     dlq.subscribe([topic + DLQ_SUFFIX])
     reasons = {}
     for _ in range(60):

@@ -13,11 +13,20 @@ from mlplatform.stack.airflow_api import AirflowClient
 
 def test_every_service_is_healthy_and_status_says_so(stack):
     rows = stack.status()
-    assert {r.name for r in rows} >= {"postgres", "redis", "kafka", "mlflow", "airflow-api-server",
-                                      "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
+    assert {r.name for r in rows} >= {
+        "postgres",
+        "redis",
+        "kafka",
+        "mlflow",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    }
     assert all(r.healthy for r in rows), rows
-    out = subprocess.run([sys.executable, "-m", "mlplatform.cli", "status"], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "status"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("healthy") >= 8
 
@@ -47,8 +56,14 @@ def test_port_in_use_fails_naming_port_and_process(tmp_path):
     port = holder.getsockname()[1]
     try:
         env = {**os.environ, "MLP_HOME": str(tmp_path / "home"), "MLP_POSTGRES_PORT": str(port)}
-        out = subprocess.run([sys.executable, "-m", "mlplatform.cli", "up"], capture_output=True, text=True, env=env,
-                             check=False, timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-m", "mlplatform.cli", "up"],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=120,
+        )
     finally:
         holder.close()
     text = " ".join((out.stdout + out.stderr).split())

@@ -116,9 +116,7 @@ class Settings(BaseSettings):
         return self.postgres_password or _secret_defaults(self.home).get("postgres_password", "")
 
     def postgres_dsn(self, database: str, driver: str = "postgresql+psycopg2") -> str:
-        return (
-            f"{driver}://{self.postgres_user}:{self.pg_password()}@{self.host}:{self.postgres_port}/{database}"
-        )
+        return f"{driver}://{self.postgres_user}:{self.pg_password()}@{self.host}:{self.postgres_port}/{database}"
 
 
 @lru_cache(maxsize=1)

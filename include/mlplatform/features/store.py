@@ -48,7 +48,8 @@ def definitions(s: Settings) -> ModuleType:
     _export_env(s)
     path = feature_repo(s) / "definitions.py"
     spec = importlib.util.spec_from_file_location("mlp_feature_definitions", path)
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -63,8 +64,9 @@ def apply(s: Settings | None = None) -> list[str]:
     return [o.name for o in objects]
 
 
-def materialize(s: Settings | None = None, end: datetime | None = None, days: int = 60,
-                rebuild: bool = True) -> dict[str, Any]:
+def materialize(
+    s: Settings | None = None, end: datetime | None = None, days: int = 60, rebuild: bool = True
+) -> dict[str, Any]:
     """Load the latest feature values into the online store (Redis).
 
     The Spark job recomputes whole tables, so a day's row can change after late events arrive while keeping
@@ -83,7 +85,9 @@ def materialize(s: Settings | None = None, end: datetime | None = None, days: in
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 
-def training_set(entity_df: Any, s: Settings | None = None, service: str | None = None, row_key: str = "ticket_id") -> Any:
+def training_set(
+    entity_df: Any, s: Settings | None = None, service: str | None = None, row_key: str = "ticket_id"
+) -> Any:
     """Point-in-time correct join of entity rows (customer_id, event_timestamp, ...) with the service.
 
     Feast's file (dask) offline store drops an entity row whose customer has feature rows that all lie

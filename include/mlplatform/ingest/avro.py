@@ -82,7 +82,9 @@ def decode(payload: bytes | None, expected: Subject | None = None) -> dict[str, 
     if expected is not None and subject.schema_id != expected.schema_id:
         raise DecodeError(f"schema id {schema_id} ({subject.name}) does not belong on this topic ({expected.name})")
     try:
-        record: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(payload[_HEADER.size :]), subject.schema, None)
+        record = fastavro.schemaless_reader(io.BytesIO(payload[_HEADER.size :]), subject.schema, None)
     except Exception as exc:  # noqa: BLE001 - fastavro raises many types for corrupt bytes
         raise DecodeError(f"Avro body does not match schema {subject.name} v{schema_id}: {exc!r}") from exc
+    if not isinstance(record, dict):
+        raise DecodeError(f"schema {subject.name} is not a record schema")
     return record

@@ -69,8 +69,9 @@ def produce_records(bootstrap: str, topic: str, records: Iterable[dict[str, Any]
     for rec in records:
         while True:
             try:
-                producer.produce(topic, key=str(rec[key_field]).encode(), value=encode(subject, rec),
-                                 on_delivery=on_delivery)
+                producer.produce(
+                    topic, key=str(rec[key_field]).encode(), value=encode(subject, rec), on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 producer.poll(0.5)
@@ -157,16 +158,16 @@ def consume_to_parquet(
                 continue
             if msg.error():
                 raise KafkaException(msg.error())
-            p = msg.partition()
-            if p not in pending or msg.offset() >= end[p]:
+            p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+            if p not in pending or offset >= end[p]:
                 continue
             try:
                 rec = decode(msg.value(), expected=subject)
-                rec["_partition"], rec["_offset"] = p, msg.offset()
+                rec["_partition"], rec["_offset"] = p, offset
                 rows.append(rec)
             except DecodeError as exc:
                 dead.append((msg, str(exc)))
-            position[p] = msg.offset() + 1
+            position[p] = offset + 1
             if position[p] >= end[p]:
                 pending.discard(p)
                 consumer.incremental_unassign([TopicPartition(topic, p)])
@@ -199,8 +200,13 @@ def _write_landing(rows: list[dict[str, Any]], out_dir: Path, pa: Any, ds: Any) 
             r["event_date"] = r[ts_field].astimezone(UTC).strftime("%Y-%m-%d")
         table = pa.Table.from_pylist(rows)
         ds.write_dataset(
-            table, tmp, format="parquet", partitioning=["event_date"], partitioning_flavor="hive",
-            existing_data_behavior="overwrite_or_ignore", basename_template="part-{i}.parquet",
+            table,
+            tmp,
+            format="parquet",
+            partitioning=["event_date"],
+            partitioning_flavor="hive",
+            existing_data_behavior="overwrite_or_ignore",
+            basename_template="part-{i}.parquet",
         )
     for dirpath, _, files in os.walk(tmp):
         for name in files:

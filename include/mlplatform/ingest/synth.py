@@ -16,12 +16,22 @@ import numpy as np
 PLANS = ("free", "pro", "enterprise")
 CHANNELS = ("email", "chat", "phone", "web")
 CALM_SUBJECTS = (
-    "Question about invoice", "How do I export my data", "Password reset", "Feature request: dark mode",
-    "Change billing address", "Add a team member", "API rate limits", "Integration setup help",
+    "Question about invoice",
+    "How do I export my data",
+    "Password reset",
+    "Feature request: dark mode",
+    "Change billing address",
+    "Add a team member",
+    "API rate limits",
+    "Integration setup help",
 )
 URGENT_SUBJECTS = (
-    "Production outage", "URGENT: data loss after update", "Service down for all users",
-    "Cancel my subscription now", "Legal complaint about breach", "Charged twice, refund immediately",
+    "Production outage",
+    "URGENT: data loss after update",
+    "Service down for all users",
+    "Cancel my subscription now",
+    "Legal complaint about breach",
+    "Charged twice, refund immediately",
 )
 CALM_BODIES = (
     "Hi team, could you point me to the docs for this? Thanks.",

@@ -57,6 +57,8 @@ def run_training(config: Path, overrides: dict[str, Any], cwd: Path) -> dict[str
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if code != 0:
-        raise TrainingFailed(f"training exited with {code}" + (" (pre-empted; checkpoint written)" if code == 143 else ""))
+        raise TrainingFailed(
+            f"training exited with {code}" + (" (pre-empted; checkpoint written)" if code == 143 else "")
+        )
     result: dict[str, Any] = json.loads(result_file.read_text())
     return result

@@ -46,8 +46,11 @@ def param_specs() -> dict[str, dict[str, Any]]:
     schema = PipelineConf.model_json_schema()
     out: dict[str, dict[str, Any]] = {}
     for name, prop in schema["properties"].items():
-        spec: dict[str, Any] = {"default": prop["default"], "description": prop.get("description", ""),
-                                "title": prop.get("title", name)}
+        spec: dict[str, Any] = {
+            "default": prop["default"],
+            "description": prop.get("description", ""),
+            "title": prop.get("title", name),
+        }
         if "enum" in prop:
             spec["enum"] = prop["enum"]
             spec["type"] = "string"

@@ -32,13 +32,20 @@ def produce_events(events: int, seed: int, s: Settings | None = None, bootstrap:
     }
 
 
-def ingest_topic(topic: str, run_id: str, max_records: int = 0, s: Settings | None = None,
-                 bootstrap: str | None = None, group: str | None = None) -> dict[str, Any]:
+def ingest_topic(
+    topic: str,
+    run_id: str,
+    max_records: int = 0,
+    s: Settings | None = None,
+    bootstrap: str | None = None,
+    group: str | None = None,
+) -> dict[str, Any]:
     from mlplatform.ingest.kafka import consume_to_parquet
 
     s = s or get_settings()
-    batch = consume_to_parquet(bootstrap or s.kafka_bootstrap, topic, group or s.consumer_group, landing_root(s),
-                               run_id, max_records or None)
+    batch = consume_to_parquet(
+        bootstrap or s.kafka_bootstrap, topic, group or s.consumer_group, landing_root(s), run_id, max_records or None
+    )
     return batch.to_dict()
 
 
@@ -55,8 +62,16 @@ def spark_application_args(s: Settings | None = None) -> list[str]:
 
     s = s or get_settings()
     root = landing_root(s)
-    return ["--tickets-root", str(root / s.tickets_topic), "--outcomes-root", str(root / s.outcomes_topic),
-            "--features-out", str(features_path(s)), "--labels-out", str(labels_path(s))]
+    return [
+        "--tickets-root",
+        str(root / s.tickets_topic),
+        "--outcomes-root",
+        str(root / s.outcomes_topic),
+        "--features-out",
+        str(features_path(s)),
+        "--labels-out",
+        str(labels_path(s)),
+    ]
 
 
 def publish_features(s: Settings | None = None) -> dict[str, Any]:
@@ -86,11 +101,19 @@ def training_snapshot(run_id: str, s: Settings | None = None) -> dict[str, Any]:
     tmp = out.with_name(out.name + ".tmp")
     df.to_parquet(tmp, index=False)
     tmp.replace(out)
-    return {"uri": out.as_uri(), "path": str(out), "rows": len(df), "positives": int(df["escalated"].sum()),
-            "feature_service": s.feature_service, "features": store.feature_names(s)}
+    return {
+        "uri": out.as_uri(),
+        "path": str(out),
+        "rows": len(df),
+        "positives": int(df["escalated"].sum()),
+        "feature_service": s.feature_service,
+        "features": store.feature_names(s),
+    }
 
 
-def train_local(snapshot: dict[str, Any], run_id: str, conf: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
+def train_local(
+    snapshot: dict[str, Any], run_id: str, conf: dict[str, Any], s: Settings | None = None
+) -> dict[str, Any]:
     """Train with the local launcher (subprocess; GPU when present and allowed, else CPU)."""
     from mlplatform.ingest.kafka import safe_run_id
     from mlplatform.launch.local import run_training

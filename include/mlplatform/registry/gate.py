@@ -40,8 +40,9 @@ def decide(candidate: float, champion: float | None, min_delta: float = 0.0) -> 
     return False, f"candidate {candidate:.4f} does not beat champion {champion:.4f} (+{min_delta})"
 
 
-def register_and_gate(tracking_uri: str, name: str, run_id: str, model_uri: str, metric: str = "eval_roc_auc",
-                      min_delta: float = 0.0) -> GateDecision:
+def register_and_gate(
+    tracking_uri: str, name: str, run_id: str, model_uri: str, metric: str = "eval_roc_auc", min_delta: float = 0.0
+) -> GateDecision:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -60,7 +61,7 @@ def register_and_gate(tracking_uri: str, name: str, run_id: str, model_uri: str,
     except MlflowException:
         champ = None
     champ_metric = None
-    if champ is not None and str(champ.version) != str(version):
+    if champ is not None and champ.run_id and str(champ.version) != str(version):
         champ_metric = client.get_run(champ.run_id).data.metrics.get(metric)
     client.set_registered_model_alias(name, "challenger", version)
     if champ is not None and str(champ.version) == str(version):
@@ -70,7 +71,8 @@ def register_and_gate(tracking_uri: str, name: str, run_id: str, model_uri: str,
     if promoted:
         client.set_registered_model_alias(name, "champion", version)
     client.set_model_version_tag(name, version, "gate", reason)
-    decision = GateDecision(name, str(version), promoted, metric, candidate, champ_metric,
-                            str(champ.version) if champ else None, reason)
+    decision = GateDecision(
+        name, str(version), promoted, metric, candidate, champ_metric, str(champ.version) if champ else None, reason
+    )
     log.info("gate: %s", decision)
     return decision

@@ -36,9 +36,22 @@ def start_server(s: Settings, model_uri: str, timeout: float = 180) -> str:
     env = dict(os.environ)
     env.setdefault("MLP_HOME", str(s.home))
     rec = process.spawn(
-        [sys.executable, "-m", "mlplatform.serving.server", "--model-uri", model_uri,
-         "--tracking-uri", s.mlflow_uri, "--host", s.host, "--port", str(s.serving_port)],
-        pid_file=_pid_file(s), log_file=s.home / "logs" / "model-server.log", env=env,
+        [
+            sys.executable,
+            "-m",
+            "mlplatform.serving.server",
+            "--model-uri",
+            model_uri,
+            "--tracking-uri",
+            s.mlflow_uri,
+            "--host",
+            s.host,
+            "--port",
+            str(s.serving_port),
+        ],
+        pid_file=_pid_file(s),
+        log_file=s.home / "logs" / "model-server.log",
+        env=env,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

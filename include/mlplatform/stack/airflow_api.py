@@ -24,7 +24,9 @@ class AirflowClient:
 
     def _headers(self) -> dict[str, str]:
         if self._token is None:
-            resp = self.http.post(f"{self.base}/auth/token", json={"username": self.username, "password": self.password})
+            resp = self.http.post(
+                f"{self.base}/auth/token", json={"username": self.username, "password": self.password}
+            )
             if resp.status_code not in (200, 201):
                 raise AirflowApiError(f"login as {self.username} failed: {resp.status_code} {resp.text[:200]}")
             self._token = resp.json()["access_token"]

@@ -83,7 +83,9 @@ class Stack:
                 on_event(svc.name, "preparing")
                 svc.prepare()
             on_event(svc.name, "starting")
-            rec = process.spawn(svc.argv(), pid_file=self.pid_file(svc), log_file=self.log_file(svc.name), env=svc.env())
+            rec = process.spawn(
+                svc.argv(), pid_file=self.pid_file(svc), log_file=self.log_file(svc.name), env=svc.env()
+            )
             wait_healthy(svc, rec.alive, self.log_file(svc.name))
             if svc.after_start:
                 svc.after_start()
@@ -143,8 +145,11 @@ class Stack:
             for c in doc.get("connections", [])
         }
         pools = {
-            p["pool_name"]: {"slots": int(p["pool_slot"]), "description": p.get("pool_description", ""),
-                             "include_deferred": False}
+            p["pool_name"]: {
+                "slots": int(p["pool_slot"]),
+                "description": p.get("pool_description", ""),
+                "include_deferred": False,
+            }
             for p in doc.get("pools", [])
         }
         variables = {v["variable_name"]: v["variable_value"] for v in doc.get("variables", [])}
@@ -161,7 +166,10 @@ class Stack:
                 os.chmod(path, 0o600)
                 res = subprocess.run(  # noqa: S603
                     [str(BIN / "airflow"), kind, "import", path, *extra],
-                    capture_output=True, text=True, env=env, check=False,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=False,
                 )
                 if res.returncode != 0:
                     raise ServiceError(f"airflow {kind} import failed:\n{res.stdout[-1500:]}{res.stderr[-1500:]}")

@@ -61,8 +61,7 @@ def port_owner(port: int) -> psutil.Process | None:
 
 def port_listening(port: int) -> bool:
     return any(
-        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-        for c in psutil.net_connections(kind="inet")
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections(kind="inet")
     )
 
 

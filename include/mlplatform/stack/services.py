@@ -156,8 +156,18 @@ def _postgres(s: Settings) -> Service:
         try:
             _run(
                 _as_postgres_user(
-                    [_pg_bin("initdb"), "-D", str(data), "-U", s.postgres_user, f"--pwfile={pwfile}",
-                     "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        s.postgres_user,
+                        f"--pwfile={pwfile}",
+                        "--auth=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
                 )
             )
         finally:
@@ -166,7 +176,8 @@ def _postgres(s: Settings) -> Service:
     def health() -> bool:
         res = subprocess.run(  # noqa: S603
             [_pg_bin("pg_isready"), "-h", s.host, "-p", str(s.postgres_port), "-t", "2"],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
         return res.returncode == 0
 
@@ -188,8 +199,21 @@ def _postgres(s: Settings) -> Service:
         name="postgres",
         ports=[s.postgres_port],
         argv=lambda: _as_postgres_user(
-            [_pg_bin("postgres"), "-D", str(data), "-p", str(s.postgres_port), "-h", s.host,
-             "-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "shared_buffers=128MB"]
+            [
+                _pg_bin("postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(s.postgres_port),
+                "-h",
+                s.host,
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=128MB",
+            ]
         ),
         health=health,
         url=f"postgresql://{s.host}:{s.postgres_port}",
@@ -215,8 +239,21 @@ def _redis(s: Settings) -> Service:
         if not exe:
             raise ServiceError("redis-server was not found: install the Debian package `redis-server` (make setup)")
         (s.home / "redis").mkdir(parents=True, exist_ok=True)
-        return [exe, "--port", str(s.redis_port), "--bind", s.host, "--dir", str(s.home / "redis"),
-                "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        return [
+            exe,
+            "--port",
+            str(s.redis_port),
+            "--bind",
+            s.host,
+            "--dir",
+            str(s.home / "redis"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
 
     return Service("redis", [s.redis_port], argv, health, url=f"redis://{s.host}:{s.redis_port}")
 
@@ -236,8 +273,18 @@ def _kafka(s: Settings) -> Service:
                 raise ServiceError("Maven (mvn) is needed to fetch the Kafka broker jars from Maven Central")
             tmp = root / "libs.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            _run([mvn, "-q", "-B", "-f", str(s.repo_root / "docker" / "kafka" / "pom.xml"),
-                  "dependency:copy-dependencies", f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"])
+            _run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(s.repo_root / "docker" / "kafka" / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={tmp}",
+                    "-DincludeScope=runtime",
+                ]
+            )
             tmp.replace(libs)
         root.mkdir(parents=True, exist_ok=True)
         props.write_text(
@@ -276,9 +323,9 @@ def _kafka(s: Settings) -> Service:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 2000, "log_level": 0}).list_topics(
-                timeout=2
-            )
+            AdminClient(
+                {"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
+            ).list_topics(timeout=2)
             return True
         except Exception:  # noqa: BLE001 - any client error means "not healthy yet"
             return False
@@ -286,9 +333,17 @@ def _kafka(s: Settings) -> Service:
     return Service(
         name="kafka",
         ports=[s.kafka_port, s.kafka_controller_port],
-        argv=lambda: ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
-                      f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
-                      "-cp", f"{libs}/*", "kafka.Kafka", str(props)],
+        argv=lambda: [
+            "java",
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(props),
+        ],
         health=health,
         url=s.kafka_bootstrap,
         prepare=prepare,
@@ -304,9 +359,21 @@ def _mlflow(s: Settings) -> Service:
     def argv() -> list[str]:
         artifacts.mkdir(parents=True, exist_ok=True)
         destination = os.environ.get("MLP_ARTIFACTS_URI", artifacts.as_uri())
-        return [str(BIN / "mlflow"), "server", "--backend-store-uri", s.postgres_dsn("mlflow"),
-                "--artifacts-destination", destination, "--serve-artifacts",
-                "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1"]
+        return [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            s.postgres_dsn("mlflow"),
+            "--artifacts-destination",
+            destination,
+            "--serve-artifacts",
+            "--host",
+            s.host,
+            "--port",
+            str(s.mlflow_port),
+            "--workers",
+            "1",
+        ]
 
     return Service(
         name="mlflow",
@@ -375,7 +442,9 @@ def wait_healthy(service: Service, is_alive: Callable[[], bool], log_file: Path)
         if not is_alive():
             from mlplatform.stack.process import tail
 
-            raise ServiceError(f"{service.name} exited during start. Last log lines ({log_file}):\n{tail(log_file, 30)}")
+            raise ServiceError(
+                f"{service.name} exited during start. Last log lines ({log_file}):\n{tail(log_file, 30)}"
+            )
         time.sleep(1)
     raise ServiceError(f"{service.name} did not become healthy within {service.start_timeout:.0f}s; see {log_file}")
 

@@ -37,11 +37,14 @@ class ValidationReport:
     rows: int
 
     def summary(self) -> str:
-        lines = [f"{self.dataset}: {self.evaluated - len(self.failed)}/{self.evaluated} expectations passed "
-                 f"on {self.rows} rows ({self.uri})"]
+        lines = [
+            f"{self.dataset}: {self.evaluated - len(self.failed)}/{self.evaluated} expectations passed "
+            f"on {self.rows} rows ({self.uri})"
+        ]
         for f in self.failed:
-            lines.append(f"  FAILED {f['type']} {f['kwargs']}: unexpected={f.get('unexpected_count')} "
-                         f"sample={f.get('sample')}")
+            lines.append(
+                f"  FAILED {f['type']} {f['kwargs']}: unexpected={f.get('unexpected_count')} sample={f.get('sample')}"
+            )
         return "\n".join(lines)
 
 
@@ -86,6 +89,8 @@ def validate_dataframe(df: Any, dataset: str, uri: str = "") -> ValidationReport
     for r in result.results:
         if not r.success:
             cfg = r.expectation_config
+            if cfg is None:
+                continue
             failed.append(
                 {
                     "type": cfg.type,

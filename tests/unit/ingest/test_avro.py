@@ -8,8 +8,14 @@ import pytest
 from mlplatform.ingest.avro import DecodeError, decode, encode, subject_for_topic
 
 TICKET = {
-    "ticket_id": "T1", "customer_id": "C000001", "plan": "pro", "channel": "email", "priority": 2,
-    "subject": "s", "body": "b", "created_at": datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=UTC),
+    "ticket_id": "T1",
+    "customer_id": "C000001",
+    "plan": "pro",
+    "channel": "email",
+    "priority": 2,
+    "subject": "s",
+    "body": "b",
+    "created_at": datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=UTC),
 }
 
 
@@ -37,8 +43,12 @@ def test_bad_payloads_get_a_reason(payload, reason):
 
 
 def test_record_of_another_topic_is_rejected():
-    outcome = {"ticket_id": "T1", "customer_id": "C1", "escalated": True,
-               "resolved_at": datetime(2026, 1, 1, tzinfo=UTC)}
+    outcome = {
+        "ticket_id": "T1",
+        "customer_id": "C1",
+        "escalated": True,
+        "resolved_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
     payload = encode(subject_for_topic("support.outcomes"), outcome)
     with pytest.raises(DecodeError, match="does not belong on this topic"):
         decode(payload, expected=subject_for_topic("support.tickets"))

@@ -53,8 +53,12 @@ def test_free_port_passes():
 
 def test_spawn_and_stop_only_what_was_started(tmp_path):
     pid_file, log = tmp_path / "x.pid", tmp_path / "x.log"
-    rec = process.spawn([sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"],
-                        pid_file=pid_file, log_file=log, env={"PATH": "/usr/bin"})
+    rec = process.spawn(
+        [sys.executable, "-c", "import time; print('hi', flush=True); time.sleep(60)"],
+        pid_file=pid_file,
+        log_file=log,
+        env={"PATH": "/usr/bin"},
+    )
     assert rec.alive()
     assert process.read_pid(pid_file) == rec
     assert process.stop(pid_file) is True

@@ -23,11 +23,24 @@ def snapshot(tmp_path_factory):
 
 def tiny_flags(snapshot, out, **extra):
     flags = {
-        "data": str(snapshot), "encoder": "minilm", "init": "random", "arch": "tiny", "max_length": 48,
-        "batch_size": 16, "lr": 3e-3, "head_lr": 3e-3, "device": "cpu", "num_workers": 0, "log_every": 1,
-        "checkpoint_every": 1000, "output_dir": str(out), "cache_dir": str(out / "cache"),
-        "feature_columns": ["tickets_30d", "high_priority_share_30d", "priority"], "system_metrics": False,
-        "warmup_ratio": 0.1, "dropout": 0.1,
+        "data": str(snapshot),
+        "encoder": "minilm",
+        "init": "random",
+        "arch": "tiny",
+        "max_length": 48,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "head_lr": 3e-3,
+        "device": "cpu",
+        "num_workers": 0,
+        "log_every": 1,
+        "checkpoint_every": 1000,
+        "output_dir": str(out),
+        "cache_dir": str(out / "cache"),
+        "feature_columns": ["tickets_30d", "high_priority_share_30d", "priority"],
+        "system_metrics": False,
+        "warmup_ratio": 0.1,
+        "dropout": 0.1,
     }
     flags.update(extra)
     return flags

@@ -20,8 +20,9 @@ def test_yaml_then_env_then_cli(tmp_path, monkeypatch):
 
 
 def test_cli_flags_are_parsed_with_yaml_types():
-    path, flags = parse_flags(["--config", "x.yaml", "--max-steps", "5", "--feature-columns", "[a, b]",
-                               "--compile", "--lr=0.5"])
+    path, flags = parse_flags(
+        ["--config", "x.yaml", "--max-steps", "5", "--feature-columns", "[a, b]", "--compile", "--lr=0.5"]
+    )
     assert path == "x.yaml"
     assert flags == {"max_steps": 5, "feature_columns": ["a", "b"], "compile": True, "lr": 0.5}
 

@@ -32,8 +32,11 @@ def test_ranks_get_disjoint_equal_shards():
 
 
 def test_dynamic_padding_and_split():
-    data = Encoded([np.array([1, 2, 3], np.int32), np.array([4], np.int32)], np.zeros((2, 1), np.float32),
-                   np.array([0, 1], np.float32))
+    data = Encoded(
+        [np.array([1, 2, 3], np.int32), np.array([4], np.int32)],
+        np.zeros((2, 1), np.float32),
+        np.array([0, 1], np.float32),
+    )
     item = BatchDataset(data, [np.array([0, 1])], pad_id=0)[0]
     assert item["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert item["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,8 +35,10 @@ def test_loss_falls_on_learnable_data(snapshot, tmp_path):
 def _run(flags: dict, env_extra: dict | None = None) -> subprocess.Popen:
     argv = [sys.executable, "-m", "training"]
     for k, v in flags.items():
-        argv += ["--" + k.replace("_", "-"), str(v).lower() if isinstance(v, bool) else
-                 (str(v).replace("'", "") if isinstance(v, list) else str(v))]
+        argv += [
+            "--" + k.replace("_", "-"),
+            str(v).lower() if isinstance(v, bool) else (str(v).replace("'", "") if isinstance(v, list) else str(v)),
+        ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -48,7 +49,7 @@ def _wait_for_step(proc: subprocess.Popen, step: int, log: list[str]) -> None:
         log.append(line)
         if f"step {step} " in line:
             return
-    raise AssertionError("training ended before step %d:\n%s" % (step, "".join(log[-30:])))
+    raise AssertionError(f"training ended before step {step}:\n" + "".join(log[-30:]))
 
 
 def test_sigterm_checkpoints_and_resume_matches_straight_run(snapshot, tmp_path):
@@ -104,7 +105,13 @@ def test_hard_kill_resumes_from_last_periodic_checkpoint(snapshot, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run `make test-gpu` on a GPU machine)")
 def test_gpu_bf16_fused_compiled_path(snapshot, tmp_path):
-    result = train(load(None, tiny_flags(snapshot, tmp_path, device="cuda", bf16=True, compile=True, max_steps=30,
-                                         num_workers=2, log_model=False)))
+    result = train(
+        load(
+            None,
+            tiny_flags(
+                snapshot, tmp_path, device="cuda", bf16=True, compile=True, max_steps=30, num_workers=2, log_model=False
+            ),
+        )
+    )
     assert result["step"] == 30
     assert all(h["train_loss"] == h["train_loss"] for h in result["history"])

@@ -9,16 +9,18 @@ from mlplatform.validation.suites import MARKER, ValidationFailed, validate_data
 
 
 def tickets(n: int = 5) -> pd.DataFrame:
-    return pd.DataFrame({
-        "ticket_id": [f"T{i}" for i in range(n)],
-        "customer_id": [f"C{i:06d}" for i in range(n)],
-        "plan": ["pro"] * n,
-        "channel": ["email"] * n,
-        "priority": [1, 2, 3, 4, 2][:n],
-        "subject": ["s"] * n,
-        "body": ["hello"] * n,
-        "created_at": [datetime(2026, 1, 1, tzinfo=UTC)] * n,
-    })
+    return pd.DataFrame(
+        {
+            "ticket_id": [f"T{i}" for i in range(n)],
+            "customer_id": [f"C{i:06d}" for i in range(n)],
+            "plan": ["pro"] * n,
+            "channel": ["email"] * n,
+            "priority": [1, 2, 3, 4, 2][:n],
+            "subject": ["s"] * n,
+            "body": ["hello"] * n,
+            "created_at": [datetime(2026, 1, 1, tzinfo=UTC)] * n,
+        }
+    )
 
 
 def test_good_batch_passes():

@@ -1,0 +1,85 @@
+"""A person's path through the Airflow UI in headless Chromium (Debian's): log in, open ml_pipeline,
+trigger it from the Params form, and see the run start."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from mlplatform.stack.airflow_api import AirflowClient
+
+pytestmark = pytest.mark.ui
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".mlp-test" / "ui"
+
+
+@pytest.fixture
+def page(stack):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"],
+        )
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+def test_anonymous_visitor_is_sent_to_login(page, settings):
+    page.goto(f"{settings.airflow_url}/dags/ml_pipeline")
+    page.wait_for_url("**/auth/login**")
+    assert page.get_by_role("button", name="Sign in").is_visible()
+
+
+def test_trigger_ml_pipeline_from_the_params_form(page, settings, stack):
+    client = AirflowClient(settings.airflow_url, settings.airflow_admin, stack.admin_password())
+    client.wait_for_dag("ml_pipeline")
+    before = {r["dag_run_id"] for r in client.request("GET", "/dags/ml_pipeline/dagRuns")["dag_runs"]}
+
+    page.goto(settings.airflow_url)
+    page.get_by_label("Username").fill(settings.airflow_admin)
+    page.get_by_label("Password").fill(stack.admin_password())
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    page.goto(f"{settings.airflow_url}/dags/ml_pipeline")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Run Parameters").wait_for()
+    assert dialog.get_by_text("Synthetic ticket events to produce to Kafka first").is_visible()
+    dialog.locator('input[name="element_events"]').fill("57")
+    dialog.locator('input[name="element_max_steps"]').fill("1")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "trigger_form.png"))
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+
+    new_run = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and new_run is None:
+        runs = client.request("GET", "/dags/ml_pipeline/dagRuns")["dag_runs"]
+        new_run = next((r for r in runs if r["dag_run_id"] not in before), None)
+        time.sleep(1)
+    assert new_run is not None, "the form did not create a run"
+    assert new_run["conf"]["events"] == 57
+    assert new_run["conf"]["max_steps"] == 1
+    assert new_run["run_type"] == "manual"
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = client.run_state("ml_pipeline", new_run["dag_run_id"])
+        if state in {"running", "success"}:
+            break
+        time.sleep(2)
+    assert state in {"running", "success"}
+    page.goto(f"{settings.airflow_url}/dags/ml_pipeline/runs/{new_run['dag_run_id']}")
+    page.get_by_text(new_run["dag_run_id"]).first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "run_started.png"))
+    # leave no work behind for the rest of the session
+    client.request("PATCH", f"/dags/ml_pipeline/dagRuns/{new_run['dag_run_id']}", json={"state": "failed"})
