@@ -32,7 +32,7 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # Kafka broker jars (official Apache Kafka artifacts) into the stack's state dir.
-home=${MLP_HOME:-.mlp}
+home=$(realpath -m "${MLP_HOME:-.mlp}")
 if ! ls "$home"/kafka/libs/kafka_2.13-*.jar >/dev/null 2>&1; then
   mkdir -p "$home/kafka"
   mvn -q -B -f docker/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$home/kafka/libs.tmp" -DincludeScope=runtime
