@@ -24,6 +24,7 @@ lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+	$(VENV)/hadolint --failure-threshold warning --ignore DL3008 --ignore DL3013 --ignore DL3064 docker/*.Dockerfile
 
 test: setup lint  ## all test layers (the tests start and stop the services they need)
 	$(VENV)/pytest -q

@@ -6,15 +6,15 @@ USER root
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
-USER airflow
+USER 50000
 
-COPY --chown=airflow:root pyproject.toml constraints.txt README.md /opt/mlplatform/
-COPY --chown=airflow:root include/ /opt/mlplatform/include/
-COPY --chown=airflow:root training/ /opt/mlplatform/training/
+COPY --chown=50000:0 pyproject.toml constraints.txt README.md /opt/mlplatform/
+COPY --chown=50000:0 include/ /opt/mlplatform/include/
+COPY --chown=50000:0 training/ /opt/mlplatform/training/
 RUN pip install --no-cache-dir -c /opt/mlplatform/constraints.txt -e "/opt/mlplatform[train]"
 
-COPY --chown=airflow:root dags/ /opt/airflow/dags/
-COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
-COPY --chown=airflow:root spark_jobs/ /opt/mlplatform/spark_jobs/
-COPY --chown=airflow:root feature_repo/ /opt/mlplatform/feature_repo/
-COPY --chown=airflow:root airflow_settings.yaml /opt/mlplatform/
+COPY --chown=50000:0 dags/ /opt/airflow/dags/
+COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
+COPY --chown=50000:0 spark_jobs/ /opt/mlplatform/spark_jobs/
+COPY --chown=50000:0 feature_repo/ /opt/mlplatform/feature_repo/
+COPY --chown=50000:0 airflow_settings.yaml /opt/mlplatform/

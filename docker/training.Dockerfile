@@ -17,12 +17,11 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 
 COPY training/requirements.txt /tmp/requirements.txt
-RUN pip install --no-cache-dir -r /tmp/requirements.txt
-
-RUN useradd --create-home --uid 10001 trainer
+RUN pip install --no-cache-dir -r /tmp/requirements.txt \
+    && useradd --create-home --uid 10001 trainer
 WORKDIR /app
-COPY --chown=trainer:trainer training/ /app/training/
-USER trainer
+COPY --chown=10001:10001 training/ /app/training/
+USER 10001
 
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["--help"]

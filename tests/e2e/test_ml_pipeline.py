@@ -83,3 +83,16 @@ def test_unknown_conf_field_fails_the_run_at_check_conf(client):
     assert states["check_conf"] == "failed"
     assert states["produce"] == "upstream_failed"
     assert states["deploy"] == "upstream_failed"
+
+
+def test_feature_lookup_notebook_runs_in_a_real_kernel(client):
+    """After a pipeline run the features are in Feast; the shipped notebook must run top to bottom."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from mlplatform.config.settings import REPO_ROOT
+
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "feature_lookup.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert any("features for 3 customers" in o.get("text", "") for o in outputs)
