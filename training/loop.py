@@ -308,6 +308,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tokens_per_step_flops = flops_per_token(base, cfg.max_length)
     model.train()
     t0, seen_tokens, seen_samples = time.perf_counter(), 0, 0
+    # steady-state throughput, measured after warm-up steps (compilation, allocator, loader start)
+    warm_step = state.step + min(10, max(1, (total_steps - state.step) // 5))
+    warm: dict[str, float] = {}
     status = "FINISHED"
     try:
         while state.step < total_steps:
@@ -332,6 +335,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
+                if state.step == warm_step:
+                    if cuda:
+                        torch.cuda.synchronize()
+                    warm = {"t": time.perf_counter(), "samples": seen_samples, "tokens": seen_tokens}
                 if main and state.step % cfg.log_every == 0:
                     elapsed = time.perf_counter() - t0
                     step_loss = float(loss.item() * cfg.grad_accum)
@@ -362,6 +369,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 checkpoint(best=better)
                 continue
             break
+        if cuda:
+            torch.cuda.synchronize()
+        throughput = _throughput(warm, seen_samples, seen_tokens, world, tokens_per_step_flops)
         metrics = evaluate(model, eval_data, pad_id, cfg, device, amp)
         tracker.metrics(metrics, state.step)
         if metrics["eval_roc_auc"] > state.best_metric:
@@ -374,6 +384,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "feature_columns": cols,
             "model_uri": None,
             "history": state.history,
+            "throughput": throughput,
         }
         if main:
             model_dir = save_for_inference(base, tok, cfg, cols, mean, std, str(out / "model"))
@@ -397,6 +408,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         tracker.end(status)
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _throughput(warm: dict[str, float], samples: int, tokens: int, world: int, flops_tok: float) -> dict[str, float]:
+    """Samples/s, tokens/s and model TFLOP/s over the steps after warm-up (end to end: loader included)."""
+    if not warm:
+        return {}
+    dt = time.perf_counter() - warm["t"]
+    if dt <= 0:
+        return {}
+    sps = (samples - warm["samples"]) * world / dt
+    tps = (tokens - warm["tokens"]) * world / dt
+    return {"samples_per_s": sps, "tokens_per_s": tps, "model_tflops": flops_tok * tps / 1e12, "seconds": dt}
 
 
 def _predict_frame(
