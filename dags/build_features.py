@@ -16,7 +16,7 @@ from airflow.sdk import Asset, dag, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
-from mlplatform.pipeline.stages import spark_application_args
+from mlplatform.pipeline.stages import spark_submit_kwargs
 
 S = get_settings()
 
@@ -32,14 +32,7 @@ S = get_settings()
     doc_md=__doc__,
 )
 def build_features() -> None:
-    spark_customer_features = SparkSubmitOperator(
-        task_id="spark_customer_features",
-        application=str(S.repo_root / "spark_jobs" / "customer_features.py"),
-        application_args=spark_application_args(S),
-        conn_id="spark_default",
-        name="mlp-customer-features",
-        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
-    )
+    spark_customer_features = SparkSubmitOperator(task_id="spark_customer_features", **spark_submit_kwargs(S))
 
     @task(outlets=[Asset(assets.FEATURES)])
     def publish() -> dict:

@@ -28,7 +28,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
 from mlplatform.pipeline.params import param_specs
-from mlplatform.pipeline.stages import spark_application_args
+from mlplatform.pipeline.stages import spark_submit_kwargs
 
 S = get_settings()
 
@@ -83,14 +83,7 @@ def ml_pipeline() -> None:
         except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
             raise AirflowFailException(str(exc)) from exc
 
-    build_features = SparkSubmitOperator(
-        task_id="build_features",
-        application=str(S.repo_root / "spark_jobs" / "customer_features.py"),
-        application_args=spark_application_args(S),
-        conn_id="spark_default",
-        name="mlp-customer-features",
-        conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
-    )
+    build_features = SparkSubmitOperator(task_id="build_features", **spark_submit_kwargs(S))
 
     @task
     def publish_features() -> dict:

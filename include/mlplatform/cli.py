@@ -105,6 +105,15 @@ def logs(
         console.print(tail(path, lines), markup=False, highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def airflow(ctx: typer.Context) -> None:
+    """Run the Airflow CLI against the local stack, e.g. `mlp airflow dags trigger ml_pipeline --conf '{...}'`."""
+    from mlplatform.stack.services import BIN, airflow_env
+
+    res = subprocess.run([str(BIN / "airflow"), *ctx.args], env=airflow_env(get_settings()), check=False)  # noqa: S603
+    raise typer.Exit(res.returncode)
+
+
 @app.command()
 def produce(
     events: Annotated[int, typer.Option(min=1, help="number of ticket events")] = 5000,

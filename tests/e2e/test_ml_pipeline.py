@@ -96,3 +96,27 @@ def test_feature_lookup_notebook_runs_in_a_real_kernel(client):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert any("features for 3 customers" in o.get("text", "") for o in outputs)
+
+
+def test_mlp_airflow_passthrough_rejects_bad_conf_naming_the_field(client):
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlplatform.cli",
+            "airflow",
+            "dags",
+            "trigger",
+            "ml_pipeline",
+            "--conf",
+            json.dumps({"batch_size": -3}),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert out.returncode != 0
+    assert "batch_size" in out.stdout + out.stderr

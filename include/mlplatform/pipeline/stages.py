@@ -74,6 +74,18 @@ def spark_application_args(s: Settings | None = None) -> list[str]:
     ]
 
 
+def spark_submit_kwargs(s: Settings | None = None) -> dict[str, Any]:
+    """SparkSubmitOperator arguments of the feature job (the master comes from the spark_default connection)."""
+    s = s or get_settings()
+    return {
+        "application": str(s.repo_root / "spark_jobs" / "customer_features.py"),
+        "application_args": spark_application_args(s),
+        "conn_id": "spark_default",
+        "name": "mlp-customer-features",
+        "conf": {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
+    }
+
+
 def publish_features(s: Settings | None = None) -> dict[str, Any]:
     """`feast apply` then materialize into the online store."""
     from mlplatform.features import store
