@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from mlflow import MlflowClient
 from mlplatform.features import store
 from mlplatform.pipeline import stages
 from mlplatform.registry.gate import register_and_gate
+from mlplatform.stack.services import BIN, spark_env
 from training.config import load
 from training.loop import train
 
@@ -32,7 +34,7 @@ def published(settings, stack):
             stages.validate_batch(batch)
     out = subprocess.run(
         [
-            str(ROOT / ".venv" / "bin" / "spark-submit"),
+            str(BIN / "spark-submit"),
             "--master",
             "local[2]",
             str(ROOT / "spark_jobs" / "customer_features.py"),
@@ -41,6 +43,7 @@ def published(settings, stack):
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **spark_env()},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     published = stages.publish_features(settings)

@@ -49,7 +49,8 @@ def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 60
 def _as_postgres_user(argv: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root; run its binaries as the Debian ``postgres`` user then."""
     if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *argv]
+        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser"
+        return [runuser, "-u", "postgres", "--", *argv]
     return argv
 
 
@@ -68,6 +69,16 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
         return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def spark_env() -> dict[str, str]:
+    """SPARK_HOME of the pip-installed PySpark and this interpreter for its workers (spark-submit otherwise
+    looks for pyspark with whatever `python3` is first on PATH)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    home = list(spec.submodule_search_locations or [])[0] if spec else ""
+    return {"SPARK_HOME": home, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
 def airflow_env(s: Settings) -> dict[str, str]:
@@ -104,6 +115,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(spark_env())
     for key, value in _mlp_env(s).items():
         env.setdefault(key, value)
     return env
