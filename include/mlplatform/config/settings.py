@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     feature_service: str = "escalation_features"
     airflow_admin: str = "admin"
 
+    feast_mode: Literal["services", "embedded"] = Field(
+        default="services", description="services: PostgreSQL registry + Redis; embedded: file registry + SQLite"
+    )
     spark_master: str = "local[*]"
     train_device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu_pool: str = "gpu_local"

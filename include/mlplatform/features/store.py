@@ -40,7 +40,11 @@ def get_store(s: Settings | None = None) -> Any:
 
     s = s or get_settings()
     _export_env(s)
-    name = "feature_store.yaml" if s.profile == "local" else "feature_store.cluster.yaml"
+    if s.feast_mode == "embedded":
+        (s.home / "feast").mkdir(parents=True, exist_ok=True)
+        name = "feature_store.embedded.yaml"
+    else:
+        name = "feature_store.yaml" if s.profile == "local" else "feature_store.cluster.yaml"
     return FeatureStore(repo_path=str(feature_repo(s)), fs_yaml_file=feature_repo(s) / name)
 
 
@@ -79,8 +83,9 @@ def materialize(
     start = end - timedelta(days=days)
     if rebuild:
         online = store._get_provider().online_store  # noqa: SLF001 - Feast exposes no public per-view clear
-        for fv in store.list_feature_views():
-            online.delete_table(store.config, fv)
+        if hasattr(online, "delete_table"):  # Redis; SQLite overwrites rows of equal timestamp anyway
+            for fv in store.list_feature_views():
+                online.delete_table(store.config, fv)
     store.materialize(start_date=start, end_date=end)
     return {"start": start.isoformat(), "end": end.isoformat()}
 
