@@ -53,6 +53,7 @@ class TrainConfig(BaseSettings):
 
     # checkpoints
     output_dir: str = ".mlp/train"
+    artifact_uri: str = Field("", description="artifact store mirror of checkpoints and model (s3://..., file://)")
     checkpoint_every: int = Field(200, ge=1)
     keep_last: int = Field(2, ge=1)
 

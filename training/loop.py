@@ -113,12 +113,60 @@ def param_groups(model: EscalationModel, cfg: TrainConfig) -> list[dict[str, Any
 # ----------------------------------------------------------------------------------- checkpoints
 
 
-class Checkpoints:
-    """Atomic checkpoints (write temp, fsync, rename); keeps the last K and the best."""
+class ArtifactStore:
+    """Mirror of the output directory in an artifact store through fsspec (s3://bucket/prefix, gs://, file://).
 
-    def __init__(self, root: Path, keep_last: int) -> None:
-        self.root, self.keep_last = root, keep_last
+    Checkpoints are uploaded as they are written, so a pod that is evicted and rescheduled elsewhere (with
+    an empty local disk) resumes from the store. Writes go to a temporary name and are then moved, so a
+    reader never sees half a checkpoint on stores that support moves."""
+
+    def __init__(self, uri: str) -> None:
+        import fsspec
+
+        self.fs, self.root = fsspec.core.url_to_fs(uri.rstrip("/"))
+        self.uri = uri.rstrip("/")
+
+    def _remote(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def put(self, local: Path, rel: str) -> None:
+        target = self._remote(rel)
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        tmp = target + ".tmp"
+        self.fs.put_file(str(local), tmp)
+        self.fs.mv(tmp, target)
+
+    def put_dir(self, local: Path, rel: str) -> None:
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                self.put(path, f"{rel}/{path.relative_to(local).as_posix()}")
+
+    def delete(self, rel: str) -> None:
+        if self.fs.exists(self._remote(rel)):
+            self.fs.rm(self._remote(rel))
+
+    def list(self, rel: str, pattern: str) -> list[str]:
+        return sorted(p.rsplit("/", 1)[-1] for p in self.fs.glob(self._remote(f"{rel}/{pattern}")))
+
+    def get(self, rel: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".tmp")
+        self.fs.get_file(self._remote(rel), str(tmp))
+        tmp.replace(local)
+
+
+class Checkpoints:
+    """Atomic checkpoints (write temp, fsync, rename); keeps the last K and the best; mirrored to the
+    artifact store when one is configured."""
+
+    def __init__(self, root: Path, keep_last: int, store: ArtifactStore | None = None) -> None:
+        self.root, self.keep_last, self.store = root, keep_last, store
         root.mkdir(parents=True, exist_ok=True)
+        if store is not None and not self.all():
+            remote = store.list("checkpoints", "step-*.pt")
+            if remote:  # a fresh disk (rescheduled pod): fetch the latest checkpoint from the store
+                log.info("fetching %s/checkpoints/%s from the artifact store", store.uri, remote[-1])
+                store.get(f"checkpoints/{remote[-1]}", root / remote[-1])
 
     def _atomic(self, obj: dict[str, Any], path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -139,6 +187,12 @@ class Checkpoints:
             tmp.replace(best_path)
         for old in self.all()[: -self.keep_last]:
             old.unlink(missing_ok=True)
+            if self.store is not None:
+                self.store.delete(f"checkpoints/{old.name}")
+        if self.store is not None:
+            self.store.put(path, f"checkpoints/{path.name}")
+            if best:
+                self.store.put(path, "checkpoints/best.pt")
         return path
 
     def all(self) -> list[Path]:
@@ -235,7 +289,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(total_steps, cfg.warmup_ratio))
 
     out = Path(cfg.output_dir)
-    ckpts = Checkpoints(out / "checkpoints", cfg.keep_last)
+    store = ArtifactStore(cfg.artifact_uri) if cfg.artifact_uri and main else None
+    ckpts = Checkpoints(out / "checkpoints", cfg.keep_last, store)
+    if world > 1:
+        dist.barrier()  # rank 0 may have fetched a checkpoint from the artifact store for everyone
     state = State()
     latest = ckpts.latest()
     if latest is not None:
@@ -388,6 +445,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         }
         if main:
             model_dir = save_for_inference(base, tok, cfg, cols, mean, std, str(out / "model"))
+            if store is not None:
+                store.put_dir(Path(model_dir), "model")
+                result["artifact_uri"] = f"{store.uri}/model"
             if cfg.log_model:
                 example = _df.head(5)[[*cfg.text_fields, *cols]].reset_index(drop=True)
                 result["model_uri"] = tracker.log_model(

@@ -115,3 +115,32 @@ def test_gpu_bf16_fused_compiled_path(snapshot, tmp_path):
     )
     assert result["step"] == 30
     assert all(h["train_loss"] == h["train_loss"] for h in result["history"])
+
+
+def test_rescheduled_pod_resumes_from_the_artifact_store(snapshot, tmp_path):
+    """Checkpoints are mirrored through fsspec (file:// here, s3:// on a cluster); a run on an empty disk
+    resumes from the store and ends with the weights of an uninterrupted run."""
+    total, every = 24, 8
+    straight = tmp_path / "straight"
+    train(load(None, tiny_flags(snapshot, straight, max_steps=total, log_model=False)))
+    store = (tmp_path / "store").as_uri()
+    first_disk = tmp_path / "node-a"
+    flags = tiny_flags(
+        snapshot, first_disk, max_steps=total, log_model=False, checkpoint_every=every, artifact_uri=store
+    )
+    proc = _run(flags)
+    _wait_for_step(proc, every + 2, [])
+    proc.kill()
+    proc.wait(timeout=60)
+    remote = tmp_path / "store" / "checkpoints"
+    assert (remote / f"step-{every:08d}.pt").exists()
+    assert not list(remote.glob("*.tmp"))
+
+    second_disk = tmp_path / "node-b"  # the pod comes back on another node: nothing on local disk
+    result = train(load(None, {**flags, "output_dir": str(second_disk), "cache_dir": str(second_disk / "cache")}))
+    assert result["step"] == total
+    assert result["artifact_uri"] == f"{store}/model"
+    assert (tmp_path / "store" / "model" / "weights.pt").exists()
+    a, b = _weights(straight), _weights(second_disk)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
