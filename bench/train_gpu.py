@@ -180,32 +180,17 @@ def main() -> int:
             Path(tmp) / "bench.parquet", n=max(steps, trainer_steps) * max(batch, 32) + 64, seq_len=seq
         )
         arch = "tiny" if args.smoke else "bert-base"
-        ours = run_ours(
-            snap,
-            Path(tmp) / "ours",
-            encoder="minilm",
-            init="random",
-            arch=arch,
-            steps=steps,
-            batch=batch,
-            seq_len=seq,
-            device=device,
-            compile_=not args.smoke,
-            workers=0 if args.smoke else 6,
-        )
-        minilm = run_ours(
-            snap,
-            Path(tmp) / "minilm",
-            encoder="minilm",
-            init="pretrained",
-            arch="from_encoder",
-            steps=steps,
-            batch=batch,
-            seq_len=seq,
-            device=device,
-            compile_=not args.smoke,
-            workers=0 if args.smoke else 6,
-        )
+        common = {
+            "encoder": "minilm",
+            "steps": steps,
+            "batch": batch,
+            "seq_len": seq,
+            "device": device,
+            "compile_": not args.smoke,
+            "workers": 0 if args.smoke else 6,
+        }
+        ours = run_ours(snap, Path(tmp) / "ours", init="random", arch=arch, **common)
+        minilm = run_ours(snap, Path(tmp) / "minilm", init="pretrained", arch="from_encoder", **common)
         peer = run_trainer(snap, Path(tmp) / "trainer", steps=trainer_steps, seq_len=seq, smoke=args.smoke)
     peak = peak_tflops()
     for r in (ours, minilm, peer):
