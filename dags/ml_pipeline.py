@@ -3,8 +3,10 @@
 
 Support-ticket escalation, end to end:
 
-`check_conf` → `produce` (synthetic events to Kafka) → `ingest` (one mapped task per topic, offsets
-committed after the Parquet is durable) → `validate` (Great Expectations; a failure stops the run) →
+`check_conf` → `produce` (synthetic events to Kafka, through the Schema Registry) → `ingest_<topic>`
+(exactly-once landing; each holds its topic's lane pool, shared with `ingest_events`, so the two never land
+the same range) → `validate_<topic>` (Great Expectations over every landed range not yet validated,
+whichever DAG landed it; a failure stops the run) →
 `build_features` (PySpark via SparkSubmitOperator) → `publish_features` (`feast apply` + materialize to
 Redis) → `training_snapshot` (point-in-time training set from Feast) → `train` (local launcher, or a GPU
 pod through KubernetesPodOperator on the cluster profile) → `register` (MLflow, champion/challenger gate)
@@ -29,6 +31,7 @@ from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
 from mlplatform.pipeline.params import param_specs
 from mlplatform.pipeline.stages import spark_submit_kwargs
+from mlplatform.pipeline.tasks import lane_pool
 
 S = get_settings()
 
@@ -59,29 +62,25 @@ def ml_pipeline() -> None:
 
     @task
     def produce(run_conf: dict) -> dict:
+        from mlplatform.pipeline.endpoints import from_airflow
         from mlplatform.pipeline.stages import produce_events
 
         if not run_conf["produce"]:
             return {"tickets": 0, "outcomes": 0}
-        return produce_events(run_conf["events"], run_conf["seed"])
+        knobs = {k: run_conf[k] for k in ("schema_version", "poison_rate", "late_rate")}
+        return produce_events(run_conf["events"], run_conf["seed"], endpoints=from_airflow(), **knobs)
 
     @task
     def ingest(topic: str, run_conf: dict) -> dict:
-        from mlplatform.pipeline.stages import ingest_topic
+        from mlplatform.pipeline.tasks import ingest as run
 
-        return ingest_topic(topic, get_current_context()["run_id"], run_conf["max_records"])
+        return run(topic, run_conf, get_current_context()["run_id"])
 
     @task
-    def validate(batch: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+    def validate(topic: str) -> dict:
+        from mlplatform.pipeline.tasks import validate as run
 
-        from mlplatform.pipeline.stages import validate_batch
-        from mlplatform.validation.suites import ValidationFailed
-
-        try:
-            return validate_batch(batch)
-        except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
-            raise AirflowFailException(str(exc)) from exc
+        return run(topic, get_current_context()["run_id"])
 
     build_features = SparkSubmitOperator(task_id="build_features", **spark_submit_kwargs(S))
 
@@ -116,11 +115,13 @@ def ml_pipeline() -> None:
         return do_deploy() if run_conf["deploy"] else {"skipped": True, "decision": decision}
 
     run_conf = check_conf()
-    batches = ingest.partial(run_conf=run_conf).expand(topic=[S.tickets_topic, S.outcomes_topic])
-    produce(run_conf) >> batches
-    validated = validate.expand(batch=batches)
+    produced = produce(run_conf)
     snapshot = training_snapshot()
-    validated >> build_features >> publish_features() >> snapshot
+    for topic in (S.tickets_topic, S.outcomes_topic):
+        slug = topic.replace(".", "_")
+        landed = ingest.override(task_id=f"ingest_{slug}", pool=lane_pool(topic))(topic, run_conf)
+        produced >> landed >> validate.override(task_id=f"validate_{slug}")(topic) >> build_features
+    build_features >> publish_features() >> snapshot
     if S.profile == "cluster":  # a GPU pod: pool = GPU quota, pool_slots = GPUs
         from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 

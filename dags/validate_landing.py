@@ -1,10 +1,11 @@
 """
 ### validate_landing: Great Expectations gate
 
-Scheduled on the landing Asset. Validates every batch named in the triggering event with its suite
-(`include/suites/<topic>.yaml`). A failure stops here, with each failed expectation in the task log, and
-nothing is published; passing batches are marked validated and the validated Asset schedules
-`build_features`.
+Scheduled on the landing Asset, enabled by default. For each topic, claims every landed range that no
+batch has validated or rejected yet (a run of `ml_pipeline` may already have claimed them: then there is
+nothing to do) and validates it with the topic's suite (`include/suites/<topic>.yaml`). A failure stops
+here, with each failed expectation in the task log, and the batch is recorded as rejected: it never
+reaches Spark or Feast. When something new passed, the validated Asset schedules `build_features`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from datetime import datetime
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
+from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
+
+S = get_settings()
 
 
 @dag(
     schedule=[Asset(assets.LANDING)],
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "validate"],
     params={},
@@ -27,23 +33,22 @@ from mlplatform.pipeline import assets
 )
 def validate_landing() -> None:
     @task
-    def batches() -> list[dict]:
-        events = get_current_context()["triggering_asset_events"][Asset(assets.LANDING)]
-        return [b for event in events for b in (event.extra or {}).get("batches", [])]
+    def validate(topic: str) -> dict:
+        from mlplatform.pipeline.tasks import validate as run
+
+        return run(topic, get_current_context()["run_id"])
 
     @task(outlets=[Asset(assets.VALIDATED)])
-    def validate(batch: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+    def announce(results: list[dict]) -> dict:
+        """Emit the validated Asset only when a batch passed (nothing new: skip, so nothing downstream runs)."""
+        from airflow.sdk.exceptions import AirflowSkipException
 
-        from mlplatform.pipeline.stages import validate_batch
-        from mlplatform.validation.suites import ValidationFailed
+        passed = [r for r in results if r.get("batch")]
+        if not passed:
+            raise AirflowSkipException("no new landed data to hand on")
+        return {"batches": passed}
 
-        try:
-            return validate_batch(batch)
-        except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
-            raise AirflowFailException(str(exc)) from exc
-
-    validate.expand(batch=batches())
+    announce(validate.expand(topic=[S.tickets_topic, S.outcomes_topic]))
 
 
 validate_landing()

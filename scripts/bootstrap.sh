@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything mlplatform needs on a fresh Debian machine: Debian packages (PostgreSQL, Redis,
 # Java 17, Maven, Chromium for the UI test), the Python environment (.venv, from constraints.txt) and
-# the Kafka broker jars (from Maven Central). Idempotent: a second run only checks.
+# the Kafka broker jars and Apicurio Registry (from Maven Central). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,11 +31,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-# Kafka broker jars (official Apache Kafka artifacts) into the stack's state dir.
-home=$(realpath -m "${MLP_HOME:-.mlp}")
-if ! ls "$home"/kafka/libs/kafka_2.13-*.jar >/dev/null 2>&1; then
-  mkdir -p "$home/kafka"
-  mvn -q -B -f docker/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$home/kafka/libs.tmp" -DincludeScope=runtime
-  mv "$home/kafka/libs.tmp" "$home/kafka/libs"
-fi
+# Service distributions from Maven Central (the Kafka broker jars, Apicurio Registry) into the shared dist
+# dir (.mlp/dist, or $MLP_DIST_DIR), with the same code `mlp up` uses.
+.venv/bin/mlp fetch
 echo "bootstrap done: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

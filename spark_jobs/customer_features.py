@@ -1,8 +1,9 @@
 """Customer features and labelled tickets from validated landing partitions (PySpark).
 
 Submitted by SparkSubmitOperator (``local[*]`` on the local profile, the ``spark_default`` master on the
-cluster profile). Inputs are the validated landing run directories; outputs are swapped in atomically so
-a retry never leaves a half-written table behind:
+cluster profile). Inputs are the landing files of validated batches (listed in each topic's
+``_validated/*.json``; rejected batches are never read); outputs are swapped in atomically so a retry never
+leaves a half-written table behind:
 
 * ``--features-out``: one row per customer and day with trailing 7/30-day aggregates, stamped at the
   end of that day (so a ticket only ever sees the past: point-in-time correct in Feast).
@@ -12,6 +13,7 @@ a retry never leaves a half-written table behind:
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -56,22 +58,24 @@ def labelled_tickets(tickets: DataFrame, outcomes: DataFrame) -> DataFrame:
     )
 
 
-def _read(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """Union of the runs (each read with its own basePath: run dirs are not one partitioned table);
-    a record replayed into two runs counts once."""
-    frames = [spark.read.option("basePath", p).parquet(p).drop("_partition", "_offset", "event_date") for p in paths]
-    df = frames[0]
-    for other in frames[1:]:
-        df = df.unionByName(other, allowMissingColumns=True)
-    return df.dropDuplicates(["ticket_id"])
+def _read(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The validated landing files of a topic (older schema versions merge in with nulls); a record that
+    reached the topic twice (at-least-once producers) counts once."""
+    df = spark.read.option("mergeSchema", "true").parquet(*files)
+    return df.drop("_partition", "_offset", "_timestamp", "_schema_id").dropDuplicates(["ticket_id"])
 
 
-def validated_runs(root: str) -> list[str]:
-    """Landed run directories that passed validation (they carry a _VALIDATED.json marker)."""
-    runs = sorted(str(p.parent) for p in Path(root).glob("run_id=*/_VALIDATED.json"))
-    if not runs:
-        raise SystemExit(f"no validated landing runs under {root}: nothing to build features from")
-    return runs
+def validated_files(root: str) -> list[str]:
+    """Files of the topic's validated batches, minus any batch that was later rejected."""
+    base = Path(root)
+    files: set[str] = set()
+    for kind, sign in (("_validated", 1), ("_rejected", -1)):
+        for batch in sorted((base / kind).glob("*.json")):
+            names = {str(base / f) for f in json.loads(batch.read_text()).get("files", [])}
+            files = files | names if sign > 0 else files - names
+    if not files:
+        raise SystemExit(f"no validated landing data under {root}: nothing to build features from")
+    return sorted(files)
 
 
 def _write_atomic(df: DataFrame, out: str) -> None:
@@ -103,8 +107,8 @@ def main(argv: list[str]) -> int:
         .getOrCreate()
     )
     try:
-        tickets = _read(spark, validated_runs(args.tickets_root))
-        outcomes = _read(spark, validated_runs(args.outcomes_root))
+        tickets = _read(spark, validated_files(args.tickets_root))
+        outcomes = _read(spark, validated_files(args.outcomes_root))
         features = daily_customer_features(tickets)
         labels = labelled_tickets(tickets, outcomes)
         _write_atomic(features, args.features_out)

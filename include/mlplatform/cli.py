@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,8 +26,13 @@ def _stack():  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def up() -> None:
-    """Start the local stack (Kafka, PostgreSQL, Redis, MLflow, Airflow). Safe to run again."""
+def up(
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated services to start, e.g. postgres,kafka,schema-registry")
+    ] = None,
+) -> None:
+    """Start the local stack (PostgreSQL, Redis, Kafka, the schema registry, MLflow, Airflow). Safe to run
+    again."""
     from mlplatform.stack.process import PortInUseError
     from mlplatform.stack.services import ServiceError
 
@@ -40,7 +46,7 @@ def up() -> None:
                 status.update(f"{name}: {msg}")
                 console.log(f"[bold]{name}[/]: {msg}")
 
-            stack.up(report)
+            stack.up(report, only=only.split(",") if only else None)
     except (PortInUseError, ServiceError) as exc:
         console.print(f"[red]mlp up failed:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -115,15 +121,131 @@ def airflow(ctx: typer.Context) -> None:
 
 
 @app.command()
+def fetch() -> None:
+    """Download the service distributions (Kafka broker jars, Apicurio Registry) from Maven Central."""
+    from mlplatform.stack.services import fetch_apicurio, fetch_kafka
+
+    s = get_settings()
+    console.print(f"kafka   : {fetch_kafka(s)}")
+    console.print(f"registry: {fetch_apicurio(s)}")
+
+
+@app.command()
 def produce(
     events: Annotated[int, typer.Option(min=1, help="number of ticket events")] = 5000,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same events)")] = 42,
+    schema_version: Annotated[int, typer.Option(min=1, max=2, help="ticket contract version (2 adds language)")] = 1,
+    poison_rate: Annotated[float, typer.Option(min=0, max=0.5, help="share of poison records mixed in")] = 0.0,
+    late_rate: Annotated[float, typer.Option(min=0, max=1, help="share of tickets with an event time days back")] = 0.0,
 ) -> None:
-    """Write synthetic ticket and outcome events to Kafka as Confluent-framed Avro."""
+    """Write synthetic ticket and outcome events to Kafka, serialized through the Schema Registry."""
     from mlplatform.pipeline.stages import produce_events
 
-    result = produce_events(events=events, seed=seed)
-    console.print(json.dumps(result))
+    result = produce_events(
+        events=events, seed=seed, schema_version=schema_version, poison_rate=poison_rate, late_rate=late_rate
+    )
+    console.print_json(data=result)
+
+
+@app.command()
+def ingest(
+    topic: Annotated[str, typer.Argument(help="the topic to land, e.g. support.tickets")],
+    max_records: Annotated[int, typer.Option(min=0, help="record budget (0: none)")] = 0,
+    max_seconds: Annotated[float, typer.Option(min=0, help="time budget: land, commit and return (0: none)")] = 0,
+    run_id: Annotated[str | None, typer.Option(help="run id in the manifest (default: manual__<time>)")] = None,
+    group: Annotated[str | None, typer.Option(help="consumer group (default: the pipeline's)")] = None,
+    parallelism: Annotated[int, typer.Option(min=0, help="partition worker processes (0: one per core)")] = 0,
+    dlq_max_share: Annotated[float, typer.Option(min=0, max=1, help="fail when more than this goes to the DLQ")] = 0.05,
+) -> None:
+    """One bounded, exactly-once ingest of TOPIC, with exactly the code of the DAG task. Prints its result as
+    JSON; exits 1 when the DLQ share passed the threshold (the data and the offsets are committed)."""
+    import logging
+    from datetime import UTC, datetime
+
+    from mlplatform.ingest.kafka import DeadLetterAlert
+    from mlplatform.pipeline.stages import ingest_topic
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_id = run_id or f"manual__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+    try:
+        result = ingest_topic(
+            topic,
+            run_id,
+            max_records=max_records,
+            max_seconds=max_seconds,
+            group=group,
+            parallelism=parallelism,
+            dlq_max_share=dlq_max_share,
+        )
+    except DeadLetterAlert as exc:
+        console.print(f"[red]dead-letter alert:[/] {exc}")
+        raise typer.Exit(1) from exc
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+@app.command()
+def dlq(
+    topic: Annotated[str, typer.Argument(help="the source topic (its DLQ is <topic>.dlq)")],
+    limit: Annotated[int, typer.Option(min=1, help="records to show")] = 20,
+) -> None:
+    """Show what a topic's DLQ holds and why: source offset, reason class and reason of each record."""
+    from mlplatform.ingest.kafka import read_dead_letters
+    from mlplatform.pipeline.endpoints import local
+
+    table = Table("source", "kind", "reason", "run")
+    rows = read_dead_letters(local().kafka, topic, limit)
+    for r in rows:
+        table.add_row(r["source"], r["kind"], r["reason"], r["run_id"])
+    console.print(table)
+    console.print(f"{len(rows)} shown (committed records only)")
+
+
+schemas_app = typer.Typer(help="The data contracts in include/schemas and the Schema Registry.")
+app.add_typer(schemas_app, name="schemas")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    url: Annotated[str | None, typer.Option(help="a registry to check against (default: a throwaway one)")] = None,
+    schema_dir: Annotated[Path | None, typer.Option(help="contracts dir (default: include/schemas)")] = None,
+) -> None:
+    """Prove the contracts deployable: each subject's history registers under its compatibility mode in a
+    throwaway registry (or, with --url, each version the registry lacks is compatible with what it holds)."""
+    from mlplatform.ingest import schemas
+
+    directory = schema_dir or schemas.SCHEMA_DIR
+    try:
+        if url:
+            problems = schemas.check_against(schemas.RegistryConfig(url), directory)
+        else:
+            from mlplatform.stack.registry import scratch_registry
+
+            with scratch_registry(get_settings()) as cfg:
+                ids = schemas.register_all(cfg, directory)
+                problems = []
+                console.print(f"registered in a scratch registry: {ids}")
+    except schemas.SchemaContractError as exc:
+        problems = [str(exc)]
+    for p in problems:
+        console.print(f"[red]refused:[/] {p}")
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]all data contracts are compatible[/]")
+
+
+@schemas_app.command("register")
+def schemas_register(
+    url: Annotated[str | None, typer.Option(help="registry URL (default: the local stack's)")] = None,
+) -> None:
+    """Register every subject's versions (oldest first) with its compatibility mode."""
+    from mlplatform.ingest import schemas
+
+    cfg = schemas.RegistryConfig(url or get_settings().schema_registry_url)
+    try:
+        console.print_json(data=schemas.register_all(cfg))
+    except schemas.SchemaContractError as exc:
+        console.print(f"[red]refused:[/] {exc}")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
@@ -150,7 +272,7 @@ def demo(
     s = get_settings()
     stack = _stack()
     if not all(r.healthy for r in stack.status()):
-        up()
+        up(only=None)
     client = AirflowClient(s.airflow_url, s.airflow_admin, stack.admin_password() or "")
     with console.status("waiting for the dag-processor to parse ml_pipeline"):
         client.wait_for_dag("ml_pipeline")

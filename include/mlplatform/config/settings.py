@@ -61,8 +61,14 @@ class Settings(BaseSettings):
     home: Path = Field(default=REPO_ROOT / ".mlp", description="state dir of the local stack")
     host: str = "127.0.0.1"
 
+    dist_dir: Path = Field(
+        default=REPO_ROOT / ".mlp" / "dist",
+        description="downloaded service distributions (Kafka jars, Apicurio), shared by every state dir",
+    )
+
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    schema_registry_port: int = 8081
     postgres_port: int = 5433
     postgres_user: str = "mlp"
     postgres_password: str = ""
@@ -74,6 +80,7 @@ class Settings(BaseSettings):
     tickets_topic: str = "support.tickets"
     outcomes_topic: str = "support.outcomes"
     consumer_group: str = "mlp-ingest"
+    watch_group: str = Field(default="mlp-ingest-watch", description="consumer group of the Kafka AssetWatcher")
     model_name: str = "ticket_escalation"
     feature_service: str = "escalation_features"
     airflow_admin: str = "admin"
@@ -98,6 +105,15 @@ class Settings(BaseSettings):
     @property
     def kafka_bootstrap(self) -> str:
         return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def schema_registry_url(self) -> str:
+        """The local registry's Confluent-compatible API (Apicurio's ccompat v7)."""
+        return f"http://{self.host}:{self.schema_registry_port}/apis/ccompat/v7"
+
+    @property
+    def landing_root(self) -> Path:
+        return self.data_dir / "landing"
 
     @property
     def mlflow_uri(self) -> str:

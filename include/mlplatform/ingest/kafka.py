@@ -1,37 +1,70 @@
-"""Kafka client for the pipeline: topic creation, Avro producer, and the bounded, durable-then-commit
-consumer that lands a batch as Parquet. confluent-kafka (librdkafka) underneath."""
+"""Kafka for the pipeline: topics, the Avro producer (through the Schema Registry) and the bounded,
+exactly-once ingest of a topic into its landing zone (one worker process per partition, up to the cores).
+
+``ingest`` is what the Airflow task and ``mlp ingest`` run. It returns the counts of the run (landed,
+dead-lettered by reason, lag left), and raises ``DeadLetterAlert`` after committing when the run's DLQ
+share passes the threshold, so a batch of poison is never a green task.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
-import shutil
+import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlplatform.ingest.avro import DecodeError, decode, encode, subject_for_topic
+from mlplatform.ingest.consume import DLQ_SUFFIX, IngestError, PartitionJob, ingest_partition, kafka_call
+from mlplatform.ingest.landing import Landing
+from mlplatform.ingest.schemas import RegistryConfig, SubjectSpec, subject_for_topic
 
 log = logging.getLogger(__name__)
-DLQ_SUFFIX = ".dlq"
+__all__ = ["DLQ_SUFFIX", "DeadLetterAlert", "IngestError", "IngestResult", "ensure_topics", "ingest"]
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3) -> None:
-    """Create topics that do not exist yet (idempotent)."""
+class DeadLetterAlert(RuntimeError):
+    """The run committed, but too much of it went to the DLQ: a person must look (the reasons are named)."""
+
+
+def safe_run_id(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+
+
+def admin(kafka: dict[str, Any]) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({**kafka, "socket.timeout.ms": 10_000})
+
+
+def partitions_of(kafka: dict[str, Any], topic: str) -> int:
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    meta = admin(kafka).list_topics(topic, timeout=15).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise KafkaException(meta.error if meta else f"topic {topic} not found")
+    return len(meta.partitions)
+
+
+def ensure_topics(kafka: dict[str, Any], topics: dict[str, int]) -> None:
+    """Create the topics that do not exist yet, with the given partition counts (idempotent)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    client = admin(kafka)
+    existing = set(client.list_topics(timeout=15).topics)
+    wanted = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items() if t not in existing]
     if not wanted:
         return
-    for topic, fut in admin.create_topics(wanted, operation_timeout=15).items():
+    for topic, fut in client.create_topics(wanted, operation_timeout=30).items():
         try:
             fut.result()
         except KafkaException as exc:
@@ -40,12 +73,25 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3) ->
             log.info("topic %s already exists", topic)
 
 
-def _producer(bootstrap: str) -> Any:
+def ensure_dlq(kafka: dict[str, Any], topic: str) -> int:
+    """The topic's DLQ, created by ingestion with the source's partition count (poison keeps its partition)."""
+    n = partitions_of(kafka, topic)
+    ensure_topics(kafka, {topic + DLQ_SUFFIX: n})
+    dlq_n = partitions_of(kafka, topic + DLQ_SUFFIX)
+    if dlq_n < n:
+        raise IngestError(f"{topic}{DLQ_SUFFIX} has {dlq_n} partitions but {topic} has {n}: add partitions to the DLQ")
+    return n
+
+
+# ------------------------------------------------------------------------------------------- producer
+
+
+def producer(kafka: dict[str, Any]) -> Any:
     from confluent_kafka import Producer
 
     return Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 20,
@@ -55,10 +101,9 @@ def _producer(bootstrap: str) -> Any:
     )
 
 
-def produce_records(bootstrap: str, topic: str, records: Iterable[dict[str, Any]], key_field: str) -> int:
-    """Write records to ``topic`` as Confluent-framed Avro; returns the count acknowledged by the broker."""
-    subject = subject_for_topic(topic)
-    producer = _producer(bootstrap)
+def produce_values(kafka: dict[str, Any], topic: str, items: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    """Write (key, value) pairs; returns the count acknowledged by the broker, or raises naming the errors."""
+    prod = producer(kafka)
     errors: list[str] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -66,166 +111,313 @@ def produce_records(bootstrap: str, topic: str, records: Iterable[dict[str, Any]
             errors.append(str(err))
 
     n = 0
-    for rec in records:
+    for key, value in items:
         while True:
             try:
-                producer.produce(
-                    topic, key=str(rec[key_field]).encode(), value=encode(subject, rec), on_delivery=on_delivery
-                )
+                prod.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
-                producer.poll(0.5)
+                prod.poll(0.5)
         n += 1
         if n % 5000 == 0:
-            producer.poll(0)
-    remaining = producer.flush(60)
+            prod.poll(0)
+    remaining = prod.flush(120)
     if remaining or errors:
         raise RuntimeError(f"{remaining} records not delivered to {topic}; first errors: {errors[:3]}")
     return n
 
 
+def avro_serializer(registry: RegistryConfig, spec: SubjectSpec, version: int | None = None) -> Any:
+    """confluent-kafka's AvroSerializer for a declared version of the subject (registered at `mlp up`: the
+    serializer looks its id up and never registers anything itself)."""
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+
+    from mlplatform.ingest import schemas
+
+    return AvroSerializer(
+        schemas.client(registry),
+        spec.schema_str(version),
+        conf={"auto.register.schemas": False, "use.latest.version": False, "normalize.schemas": False},
+    )
+
+
+def produce_records(
+    kafka: dict[str, Any],
+    registry: RegistryConfig,
+    topic: str,
+    records: Iterable[dict[str, Any]],
+    key_field: str,
+    version: int | None = None,
+) -> int:
+    """Serialize records with the registry (Confluent wire format) and write them to ``topic``."""
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    spec = subject_for_topic(topic)
+    ser = avro_serializer(registry, spec, version)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    return produce_values(kafka, topic, ((str(r[key_field]).encode(), ser(r, ctx)) for r in records))
+
+
+# --------------------------------------------------------------------------------------------- ingest
+
+
 @dataclass
-class LandedBatch:
-    """What one ingest run landed for one topic. XCom carries this (references, not data)."""
+class IngestResult:
+    """What one ingest run did for one topic. XCom carries this (references and counts, never data)."""
 
     topic: str
-    uri: str
-    records: int
+    run_id: str
+    group: str
+    uri: str  # the topic's landing zone
+    records: int  # landed by this run (all its attempts)
     dead_lettered: int
-    offsets: dict[str, int] = field(default_factory=dict)
+    dead_by_kind: dict[str, int]
+    lag: int  # records still behind the group when the run ended
+    ranges: int  # manifest entries of this run
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # p -> start, next, stopped_by, lag
+    this_attempt: dict[str, int] = field(default_factory=dict)  # landed / dead by this attempt alone
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def safe_run_id(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Workers die with their parent (an Airflow worker killed by kill -9 leaves no ingest behind)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def consume_to_parquet(
-    bootstrap: str,
+def _run_workers(jobs: list[PartitionJob], workers: int) -> list[dict[str, Any]]:
+    """Run partition jobs in up to ``workers`` processes (``python -m mlplatform.ingest.worker``)."""
+    pending = list(jobs)
+    running: list[tuple[subprocess.Popen[bytes], PartitionJob]] = []
+    results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    try:
+        while pending or running:
+            while pending and len(running) < workers:
+                job = pending.pop(0)
+                proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    [sys.executable, "-m", "mlplatform.ingest.worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+                )
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(asdict(job)).encode())
+                proc.stdin.close()
+                running.append((proc, job))
+            for proc, job in list(running):
+                if proc.poll() is None:
+                    continue
+                running.remove((proc, job))
+                assert proc.stdout is not None
+                out = proc.stdout.read().decode().strip().splitlines()
+                last = json.loads(out[-1]) if out else {}
+                if proc.returncode == 0 and "result" in last:
+                    results.append(last["result"])
+                else:
+                    failures.append(f"partition {job.partition}: {last.get('error', f'exit {proc.returncode}')}")
+            time.sleep(0.05)
+    finally:
+        for proc, _ in running:
+            proc.kill()
+            proc.wait()
+    if failures:
+        raise IngestError("; ".join(failures))
+    return results
+
+
+def ingest(
     topic: str,
+    run_id: str,
+    *,
+    kafka: dict[str, Any],
+    registry: RegistryConfig,
     group: str,
     landing_root: Path,
-    run_id: str,
     max_records: int | None = None,
-    timeout_s: float = 120.0,
-) -> LandedBatch:
-    """Consume what is on ``topic`` beyond the group's committed offsets, up to the end offsets seen at
-    start (bounded), land it as Parquet partitioned by event date under a run-scoped directory, send
-    undecodable records to ``<topic>.dlq`` with the reason, and only then commit the offsets."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+    max_seconds: float | None = None,
+    parallelism: int = 0,
+    dlq_max_share: float = 0.05,
+    chunk_records: int = 500_000,
+    row_group_records: int = 50_000,
+) -> IngestResult:
+    """Land what is on ``topic`` beyond the group's position, exactly once, within the budget."""
+    from confluent_kafka import TopicPartition
 
-    subject = subject_for_topic(topic)
+    from mlplatform.ingest.consume import consumer_conf
+
+    started = time.monotonic()
+    spec = subject_for_topic(topic)
+    n_parts = ensure_dlq(kafka, topic)
+    landing = Landing(landing_root, topic)
+
+    # Lag per partition, to share the record budget and skip idle partitions.
+    probe_job = PartitionJob(topic, 0, group, kafka, {}, spec.name, "", str(landing_root), run_id)
+    from confluent_kafka import Consumer
+
+    probe = Consumer(consumer_conf(probe_job))
+    try:
+        tps = [TopicPartition(topic, p) for p in range(n_parts)]
+        committed = {tp.partition: tp.offset for tp in kafka_call(probe.committed, tps, timeout=30)}
+        lag: dict[int, int] = {}
+        visit: set[int] = set()
+        for p in range(n_parts):
+            low, high = kafka_call(probe.get_watermark_offsets, TopicPartition(topic, p), timeout=30)
+            head, done = landing.head(p), committed[p] if committed[p] >= 0 else None
+            land = max(x for x in (head, done, low) if x is not None)
+            lag[p] = max(0, high - land)
+            if lag[p] > 0 or (head is not None and (done is None or done < head)):
+                visit.add(p)  # records to land, or a landed range whose commit was lost
+    finally:
+        probe.close()
+
+    busy = sorted(visit)
+    total_lag = sum(lag.values())
+    deadline = time.time() + max_seconds if max_seconds else None
+    jobs = []
+    for p in busy:
+        share = None
+        if max_records:
+            share = max(1, math.ceil(max_records * lag[p] / total_lag)) if total_lag else max_records
+        jobs.append(
+            PartitionJob(
+                topic=topic,
+                partition=p,
+                group=group,
+                kafka=kafka,
+                registry=asdict(registry),
+                subject=spec.name,
+                reader_schema=spec.schema_str(),
+                landing_root=str(landing_root),
+                run_id=run_id,
+                max_records=share,
+                deadline=deadline,
+                chunk_records=chunk_records,
+                row_group_records=row_group_records,
+            )
+        )
+    workers = parallelism or min(len(jobs), os.cpu_count() or 1)
+    if len(jobs) <= 1 or workers <= 1:
+        results = [ingest_partition(j).to_dict() for j in jobs]
+    else:
+        results = _run_workers(jobs, workers)
+
+    # The run's totals come from the manifest, so a retry of the same run reports (and validates) what its
+    # earlier attempts landed too.
+    mine = [r for r in landing.ranges() if r.run_id == run_id and r.kind == "data"]
+    dead_by_kind: Counter[str] = Counter()
+    for r in mine:
+        dead_by_kind.update(r.dead_by_kind)
+    by_part = {int(res["partition"]): res for res in results}
+    parts: dict[str, dict[str, Any]] = {}
+    for p in range(n_parts):
+        res = by_part.get(p)
+        parts[str(p)] = (
+            {k: res[k] for k in ("start", "next", "end_seen", "lag", "rows", "dead", "stopped_by")}
+            if res
+            else {"lag": 0, "stopped_by": "idle"}
+        )
+    result = IngestResult(
+        topic=topic,
+        run_id=run_id,
+        group=group,
+        uri=landing.dir.as_uri(),
+        records=sum(r.rows for r in mine),
+        dead_lettered=sum(r.dead for r in mine),
+        dead_by_kind=dict(dead_by_kind),
+        lag=sum(int(p.get("lag", 0)) for p in parts.values()),
+        ranges=len(mine),
+        partitions=parts,
+        this_attempt={
+            "records": sum(int(r["rows"]) for r in results),
+            "dead_lettered": sum(int(r["dead"]) for r in results),
+            "redelivered_dead": sum(int(r["redelivered_dead"]) for r in results),
+        },
+        seconds=round(time.monotonic() - started, 3),
+        warnings=[w for r in results for w in r.get("warnings", [])],
+    )
+    log.info(
+        "ingest %s run %s: landed %d, dead-lettered %d %s, lag left %d (%d ranges, %.1fs)",
+        topic,
+        run_id,
+        result.records,
+        result.dead_lettered,
+        dict(dead_by_kind),
+        result.lag,
+        result.ranges,
+        result.seconds,
+    )
+    check_dead_letters(result, dlq_max_share)
+    return result
+
+
+def check_dead_letters(result: IngestResult, max_share: float) -> None:
+    """Raise DeadLetterAlert when the run's DLQ share passes ``max_share``, or nothing landed but poison."""
+    total = result.records + result.dead_lettered
+    if not result.dead_lettered:
+        return
+    share = result.dead_lettered / total
+    if share > max_share or result.records == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.dead_by_kind.items(), key=lambda kv: -kv[1]))
+        raise DeadLetterAlert(
+            f"{result.topic}: {result.dead_lettered} of {total} records ({share:.1%}) of run {result.run_id} went to "
+            f"{result.topic}{DLQ_SUFFIX} (threshold {max_share:.1%}): {reasons}. The offsets are committed and the "
+            f"good records landed; read the DLQ's dlq.reason headers (`mlp dlq {result.topic}`) to see why."
+        )
+
+
+def read_dead_letters(
+    kafka: dict[str, Any], topic: str, limit: int = 100, timeout_s: float = 20.0
+) -> list[dict[str, Any]]:
+    """The committed records of ``<topic>.dlq`` with their reasons (a read-only look: commits nothing)."""
+    import uuid
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    dlq = topic + DLQ_SUFFIX
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
+            **kafka,
+            "group.id": f"mlp-dlq-reader-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "enable.partition.eof": False,
+            "enable.partition.eof": True,
         }
     )
+    out: list[dict[str, Any]] = []
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            raise KafkaException(meta.error)
-        parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = consumer.committed(parts, timeout=10)
-        start: dict[int, int] = {}
-        end: dict[int, int] = {}
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            start[tp.partition] = tp.offset if tp.offset >= 0 else low
-            end[tp.partition] = high
-        pending = {p for p in start if start[p] < end[p]}
-        assign = [TopicPartition(topic, p, start[p] if start[p] >= 0 else OFFSET_BEGINNING) for p in pending]
-        rows: list[dict[str, Any]] = []
-        dead: list[tuple[Any, str]] = []
-        position = dict(start)
-        if assign:
-            consumer.assign(assign)
+        meta = consumer.list_topics(dlq, timeout=10).topics.get(dlq)
+        if meta is None or meta.error is not None:
+            return []
+        parts = sorted(meta.partitions)
+        consumer.assign([TopicPartition(dlq, p, 0) for p in parts])
+        at_end: set[int] = set()
         deadline = time.monotonic() + timeout_s
-        budget = max_records if max_records is not None else float("inf")
-        while pending and len(rows) + len(dead) < budget:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"consume of {topic} did not reach end offsets {end} within {timeout_s}s")
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-            if p not in pending or offset >= end[p]:
-                continue
-            try:
-                rec = decode(msg.value(), expected=subject)
-                rec["_partition"], rec["_offset"] = p, offset
-                rows.append(rec)
-            except DecodeError as exc:
-                dead.append((msg, str(exc)))
-            position[p] = offset + 1
-            if position[p] >= end[p]:
-                pending.discard(p)
-                consumer.incremental_unassign([TopicPartition(topic, p)])
-
-        out_dir = landing_root / topic / f"run_id={safe_run_id(run_id)}"
-        if rows or not out_dir.exists():
-            _write_landing(rows, out_dir, pa, ds)
-        offsets = {str(p): o for p, o in position.items()}
-        (out_dir / "_offsets.json").write_text(json.dumps({"topic": topic, "group": group, "next": offsets}))
-        if dead:
-            _dead_letter(bootstrap, topic, dead)
-        # The data (and the dead letters) are durable: now, and only now, commit.
-        to_commit = [TopicPartition(topic, p, o) for p, o in position.items() if o > start.get(p, -1) and o >= 0]
-        if to_commit:
-            consumer.commit(offsets=to_commit, asynchronous=False)
-        log.info("landed %d records from %s into %s (%d to DLQ)", len(rows), topic, out_dir, len(dead))
-        return LandedBatch(topic, out_dir.as_uri(), len(rows), len(dead), offsets)
+        while len(at_end) < len(parts) and len(out) < limit and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=min(500, limit - len(out)), timeout=1.0):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition())
+                    continue
+                headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
+                out.append(
+                    {
+                        "source": headers.get("dlq.source", ""),
+                        "kind": headers.get("dlq.reason.kind", ""),
+                        "reason": headers.get("dlq.reason", ""),
+                        "run_id": headers.get("dlq.run_id", ""),
+                        "at": headers.get("dlq.at", ""),
+                        "key": msg.key(),
+                        "value": msg.value(),
+                        "dlq_offset": f"{msg.partition()}/{msg.offset()}",
+                    }
+                )
     finally:
         consumer.close()
-
-
-def _write_landing(rows: list[dict[str, Any]], out_dir: Path, pa: Any, ds: Any) -> None:
-    """Write rows partitioned by event_date into a temp dir, fsync, then swap it in atomically."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if rows:
-        ts_field = "created_at" if "created_at" in rows[0] else "resolved_at"
-        for r in rows:
-            r["event_date"] = r[ts_field].astimezone(UTC).strftime("%Y-%m-%d")
-        table = pa.Table.from_pylist(rows)
-        ds.write_dataset(
-            table,
-            tmp,
-            format="parquet",
-            partitioning=["event_date"],
-            partitioning_flavor="hive",
-            existing_data_behavior="overwrite_or_ignore",
-            basename_template="part-{i}.parquet",
-        )
-    for dirpath, _, files in os.walk(tmp):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            os.fsync(fd)
-            os.close(fd)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.replace(out_dir)
-
-
-def _dead_letter(bootstrap: str, topic: str, dead: list[tuple[Any, str]]) -> None:
-    producer = _producer(bootstrap)
-    for msg, reason in dead:
-        headers = [
-            ("dlq.reason", reason.encode()),
-            ("dlq.source", f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
-            ("dlq.at", datetime.now(UTC).isoformat().encode()),
-        ]
-        producer.produce(topic + DLQ_SUFFIX, key=msg.key(), value=msg.value(), headers=headers)
-    if producer.flush(30):
-        raise RuntimeError(f"could not write {len(dead)} records to {topic}{DLQ_SUFFIX}")
+    return out

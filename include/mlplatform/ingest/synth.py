@@ -47,16 +47,21 @@ URGENT_BODIES = (
 )
 
 
+LANGUAGES = ("en", "de", "fr", "es")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     events: int = 5000
     seed: int = 42
     days: int = 30
     anchor: datetime | None = None  # end of the event window; default: today 00:00 UTC
+    schema_version: int = 1  # 2 adds the ticket's `language` (the compatible evolution of the contract)
+    late_rate: float = 0.0  # share of tickets that arrive late: their event time lies 2-10 days back
 
 
 def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Return (tickets, outcomes) sorted by time. Same config -> same events."""
+    """Return (tickets, outcomes) in stream order (by time, but for late tickets). Same config -> same events."""
     rng = np.random.default_rng(cfg.seed)
     anchor = cfg.anchor or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = anchor - timedelta(days=cfg.days)
@@ -66,6 +71,12 @@ def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any
     weights = 1.0 + 4.0 * frustration
     who = rng.choice(n_customers, size=cfg.events, p=weights / weights.sum())
     offsets = np.sort(rng.uniform(0, cfg.days * 86400, size=cfg.events))
+    # Late events keep their place in the stream but carry an event time days earlier (drawn from their
+    # own generator, so the on-time events are the same with or without lateness).
+    late_rng = np.random.default_rng([cfg.seed, 1])
+    late = late_rng.random(cfg.events) < cfg.late_rate
+    offsets = np.where(late, offsets - late_rng.uniform(2, 10, size=cfg.events) * 86400, offsets)
+    langs = np.random.default_rng([cfg.seed, 2]).choice(len(LANGUAGES), size=cfg.events, p=[0.7, 0.1, 0.1, 0.1])
 
     tickets: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
@@ -82,18 +93,19 @@ def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any
         escalated = bool(rng.random() < 1.0 / (1.0 + np.exp(-logit)))
         ticket_id = f"T{cfg.seed:04d}-{i:08d}"
         customer_id = f"C{c:06d}"
-        tickets.append(
-            {
-                "ticket_id": ticket_id,
-                "customer_id": customer_id,
-                "plan": plan,
-                "channel": CHANNELS[int(rng.integers(len(CHANNELS)))],
-                "priority": priority,
-                "subject": subject,
-                "body": body,
-                "created_at": created,
-            }
-        )
+        ticket = {
+            "ticket_id": ticket_id,
+            "customer_id": customer_id,
+            "plan": plan,
+            "channel": CHANNELS[int(rng.integers(len(CHANNELS)))],
+            "priority": priority,
+            "subject": subject,
+            "body": body,
+            "created_at": created,
+        }
+        if cfg.schema_version >= 2:
+            ticket["language"] = LANGUAGES[int(langs[i])]
+        tickets.append(ticket)
         outcomes.append(
             {
                 "ticket_id": ticket_id,

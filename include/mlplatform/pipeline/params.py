@@ -14,7 +14,14 @@ class PipelineConf(BaseModel):
     events: int = Field(2000, ge=50, le=2_000_000, description="Synthetic ticket events to produce to Kafka first")
     produce: bool = Field(True, description="Produce synthetic events before ingesting (off: ingest what is there)")
     seed: int = Field(42, ge=0, description="Seed of the synthetic events (same seed, same events)")
+    schema_version: Literal[1, 2] = Field(1, description="Ticket contract version produced (2 adds language)")
+    poison_rate: float = Field(0.0, ge=0, le=0.5, description="Share of poison records mixed into the produced tickets")
+    late_rate: float = Field(0.0, ge=0, le=1, description="Share of produced tickets whose event time lies days back")
     max_records: int = Field(0, ge=0, description="Upper bound of records ingested per topic (0: all pending)")
+    ingest_max_seconds: int = Field(0, ge=0, description="Time budget of each topic's ingest (0: until the end)")
+    dlq_max_share: float = Field(
+        0.05, ge=0, le=1, description="Fail the ingest when more than this share of a run goes to the DLQ"
+    )
     encoder: str = Field("minilm", min_length=1, description="Text encoder: minilm, an HF model dir or s3:// path")
     epochs: int = Field(1, ge=1, le=50, description="Training epochs")
     max_steps: int = Field(0, ge=0, description="Optimizer steps (0: epochs x steps per epoch)")
@@ -53,7 +60,7 @@ def param_specs() -> dict[str, dict[str, Any]]:
         }
         if "enum" in prop:
             spec["enum"] = prop["enum"]
-            spec["type"] = "string"
+            spec["type"] = "integer" if all(isinstance(v, int) for v in prop["enum"]) else "string"
         else:
             spec["type"] = prop["type"]
         for key in ("minimum", "maximum", "minLength"):

@@ -4,31 +4,61 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
 from mlplatform.config.settings import Settings, get_settings
+from mlplatform.pipeline import endpoints as endpoints_mod
+from mlplatform.pipeline.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 
 
 def landing_root(s: Settings) -> Path:
-    return s.data_dir / "landing"
+    return s.landing_root
 
 
-def produce_events(events: int, seed: int, s: Settings | None = None, bootstrap: str | None = None) -> dict[str, int]:
-    """Generate reproducible synthetic events and write them to the ticket and outcome topics."""
-    from mlplatform.ingest.kafka import DLQ_SUFFIX, ensure_topics, produce_records
+def produce_events(
+    events: int,
+    seed: int,
+    s: Settings | None = None,
+    endpoints: Endpoints | None = None,
+    schema_version: int = 1,
+    poison_rate: float = 0.0,
+    late_rate: float = 0.0,
+) -> dict[str, Any]:
+    """Generate reproducible synthetic events and write them, serialized through the Schema Registry, to
+    the ticket and outcome topics. ``schema_version`` 2 writes the evolved ticket contract; ``poison_rate``
+    mixes in records the ingest must dead-letter (one of each class in turn); ``late_rate`` makes that
+    share of tickets carry an event time days back."""
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from mlplatform.ingest import poison
+    from mlplatform.ingest.kafka import avro_serializer, ensure_topics, produce_values
+    from mlplatform.ingest.schemas import subject_for_topic
     from mlplatform.ingest.synth import SynthConfig, generate
 
     s = s or get_settings()
-    bootstrap = bootstrap or s.kafka_bootstrap
-    topics = [s.tickets_topic, s.outcomes_topic]
-    ensure_topics(bootstrap, [*topics, *(t + DLQ_SUFFIX for t in topics)])
-    tickets, outcomes = generate(SynthConfig(events=events, seed=seed))
+    ep = endpoints or endpoints_mod.local(s)
+    ensure_topics(ep.kafka, {s.tickets_topic: 3, s.outcomes_topic: 3})
+    cfg = SynthConfig(events=events, seed=seed, schema_version=schema_version, late_rate=late_rate)
+    tickets, outcomes = generate(cfg)
+    t_spec, o_spec = subject_for_topic(s.tickets_topic), subject_for_topic(s.outcomes_topic)
+    t_ser = avro_serializer(ep.registry, t_spec, schema_version)
+    o_ser = avro_serializer(ep.registry, o_spec)
+    t_ctx = SerializationContext(s.tickets_topic, MessageField.VALUE)
+    o_ctx = SerializationContext(s.outcomes_topic, MessageField.VALUE)
+    t_values = [(t["customer_id"].encode(), t_ser(t, t_ctx)) for t in tickets]
+    o_values = [(o["customer_id"].encode(), o_ser(o, o_ctx)) for o in outcomes]
+    poisoned: dict[str, int] = {}
+    if poison_rate > 0 and t_values:
+        t_values, poisoned = poison.interleave(t_values, poison_rate, seed, t_values[0][1], o_values[0][1])
     return {
-        "tickets": produce_records(bootstrap, s.tickets_topic, tickets, "customer_id"),
-        "outcomes": produce_records(bootstrap, s.outcomes_topic, outcomes, "customer_id"),
+        "tickets": produce_values(ep.kafka, s.tickets_topic, t_values) - sum(poisoned.values()),
+        "outcomes": produce_values(ep.kafka, s.outcomes_topic, o_values),
+        "poison": poisoned,
+        "schema_version": schema_version,
     }
 
 
@@ -37,24 +67,46 @@ def ingest_topic(
     run_id: str,
     max_records: int = 0,
     s: Settings | None = None,
-    bootstrap: str | None = None,
+    endpoints: Endpoints | None = None,
     group: str | None = None,
+    max_seconds: float = 0,
+    dlq_max_share: float = 0.05,
+    parallelism: int = 0,
+    landing: Path | None = None,
 ) -> dict[str, Any]:
-    from mlplatform.ingest.kafka import consume_to_parquet
+    """One bounded, exactly-once ingest of ``topic`` into its landing zone (what the DAG task and
+    ``mlp ingest`` run). Raises DeadLetterAlert, after committing, when the DLQ share passes the bound."""
+    from mlplatform.ingest.kafka import ingest
 
     s = s or get_settings()
-    batch = consume_to_parquet(
-        bootstrap or s.kafka_bootstrap, topic, group or s.consumer_group, landing_root(s), run_id, max_records or None
+    ep = endpoints or endpoints_mod.local(s)
+    result = ingest(
+        topic,
+        run_id,
+        kafka=ep.kafka,
+        registry=ep.registry,
+        group=group or s.consumer_group,
+        landing_root=landing or landing_root(s),
+        max_records=max_records or None,
+        max_seconds=max_seconds or None,
+        parallelism=parallelism,
+        dlq_max_share=dlq_max_share,
     )
-    return batch.to_dict()
+    return result.to_dict()
 
 
-def validate_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """Validate one landed batch with its topic's suite; raises ValidationFailed (chain stops)."""
-    from mlplatform.validation.suites import validate_landing
+def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None) -> dict[str, Any]:
+    """Validate the topic's landed ranges that no batch has claimed yet; raises ValidationFailed (chain stops)."""
+    from mlplatform.ingest.kafka import safe_run_id
+    from mlplatform.validation.suites import validate_topic
 
-    report = validate_landing(batch["uri"], batch["topic"])
-    return {"topic": batch["topic"], "uri": batch["uri"], "rows": report.rows, "expectations": report.evaluated}
+    s = s or get_settings()
+    topic = batch["topic"]
+    batch_id = f"{safe_run_id(run_id)}.{uuid.uuid4().hex[:8]}"
+    report = validate_topic(landing_root(s), topic, batch_id)
+    if report is None:
+        return {"topic": topic, "batch": None, "rows": 0, "expectations": 0}
+    return {"topic": topic, "batch": batch_id, "rows": report.rows, "expectations": report.evaluated}
 
 
 def spark_application_args(s: Settings | None = None) -> list[str]:

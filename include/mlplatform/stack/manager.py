@@ -59,18 +59,24 @@ class Stack:
                 return svc
         raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in self.services)}")
 
-    def up(self, on_event: Callable[[str, str], None] = lambda name, msg: None) -> None:
-        """Start every service that is not already running, then provision Airflow's settings."""
+    def up(self, on_event: Callable[[str, str], None] = lambda name, msg: None, only: list[str] | None = None) -> None:
+        """Start every service that is not already running (or only the named ones, e.g. for a benchmark
+        that needs Kafka and the registry), then provision Airflow's settings when Airflow is part of it."""
         self.s.home.mkdir(parents=True, exist_ok=True)
+        if only is not None:
+            unknown = set(only) - {s.name for s in self.services}
+            if unknown:
+                raise KeyError(f"unknown services {sorted(unknown)}; known: {[s.name for s in self.services]}")
+        services = [svc for svc in self.services if only is None or svc.name in only]
         # Fail fast, before starting anything, when a port is held by a process we did not start.
         own = self._own_pids()
-        for svc in self.services:
+        for svc in services:
             rec = process.read_pid(self.pid_file(svc))
             if rec and rec.alive():
                 continue
             for port in svc.ports:
                 process.check_port_free(port, svc.name, own)
-        for svc in self.services:
+        for svc in services:
             rec = process.read_pid(self.pid_file(svc))
             if rec and rec.alive():
                 if svc.health():
@@ -90,9 +96,10 @@ class Stack:
             if svc.after_start:
                 svc.after_start()
             on_event(svc.name, "healthy")
-        on_event("airflow-settings", "provisioning connections, pools, variables")
-        self.provision_airflow()
-        on_event("airflow-settings", "done")
+        if any(svc.name.startswith("airflow") for svc in services):
+            on_event("airflow-settings", "provisioning connections, pools, variables")
+            self.provision_airflow()
+            on_event("airflow-settings", "done")
 
     def down(self) -> list[str]:
         stopped = []
@@ -128,6 +135,17 @@ class Stack:
         for pool in doc.get("pools", []):
             if pool.get("pool_slot") == "nvml":
                 pool["pool_slot"] = gpus
+        from mlplatform.ingest.schemas import load_subjects
+        from mlplatform.pipeline.tasks import lane_pool
+
+        for spec in load_subjects().values():
+            doc.setdefault("pools", []).append(
+                {
+                    "pool_name": lane_pool(spec.topic),
+                    "pool_slot": 1,
+                    "pool_description": f"ingest lane of {spec.topic}: one writer per topic and group at a time",
+                }
+            )
         return doc
 
     def provision_airflow(self) -> None:

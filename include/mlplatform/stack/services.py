@@ -19,7 +19,8 @@ import httpx
 from mlplatform.config.settings import Settings, ensure_secrets
 
 BIN = Path(sys.executable).parent
-DATABASES = ("airflow", "mlflow", "feast")
+DATABASES = ("airflow", "mlflow", "feast", "registry")
+APICURIO_VERSION = "3.0.9"
 
 
 class ServiceError(RuntimeError):
@@ -110,6 +111,7 @@ def airflow_env(s: Settings) -> dict[str, str]:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "MLP_HOME": str(s.home),
+            "MLP_DIST_DIR": str(s.dist_dir),
             "MLP_PROFILE": s.profile,
             "MLP_POSTGRES_PASSWORD": sec["postgres_password"],
             "PYTHONUNBUFFERED": "1",
@@ -125,6 +127,7 @@ def _mlp_env(s: Settings) -> dict[str, str]:
     return {
         "MLP_HOST": s.host,
         "MLP_KAFKA_PORT": str(s.kafka_port),
+        "MLP_SCHEMA_REGISTRY_PORT": str(s.schema_registry_port),
         "MLP_POSTGRES_PORT": str(s.postgres_port),
         "MLP_POSTGRES_USER": s.postgres_user,
         "MLP_REDIS_PORT": str(s.redis_port),
@@ -133,6 +136,7 @@ def _mlp_env(s: Settings) -> dict[str, str]:
         "MLP_SERVING_PORT": str(s.serving_port),
         "MLP_SPARK_MASTER": s.spark_master,
         "MLP_CONSUMER_GROUP": s.consumer_group,
+        "MLP_WATCH_GROUP": s.watch_group,
     }
 
 
@@ -273,31 +277,50 @@ def _redis(s: Settings) -> Service:
 # ------------------------------------------------------------------------------------------ kafka
 
 
+def kafka_libs(s: Settings) -> Path:
+    """The broker's jars, fetched once from Maven Central by docker/kafka/pom.xml (keyed by the pom's hash)."""
+    pom = s.repo_root / "docker" / "kafka" / "pom.xml"
+    return s.dist_dir / f"kafka-{_digest(pom)}" / "libs"
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def fetch_kafka(s: Settings) -> Path:
+    libs = kafka_libs(s)
+    if libs.exists() and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ServiceError("Maven (mvn) is needed to fetch the Kafka broker jars from Maven Central (make setup)")
+    tmp = libs.with_name("libs.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pom = s.repo_root / "docker" / "kafka" / "pom.xml"
+    _run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ]
+    )
+    tmp.replace(libs)
+    return libs
+
+
 def _kafka(s: Settings) -> Service:
     root = s.home / "kafka"
-    libs = root / "libs"
     props = root / "server.properties"
 
     def prepare() -> None:
-        if not (libs.exists() and any(libs.glob("kafka_2.13-*.jar"))):
-            mvn = shutil.which("mvn")
-            if not mvn:
-                raise ServiceError("Maven (mvn) is needed to fetch the Kafka broker jars from Maven Central")
-            tmp = root / "libs.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            _run(
-                [
-                    mvn,
-                    "-q",
-                    "-B",
-                    "-f",
-                    str(s.repo_root / "docker" / "kafka" / "pom.xml"),
-                    "dependency:copy-dependencies",
-                    f"-DoutputDirectory={tmp}",
-                    "-DincludeScope=runtime",
-                ]
-            )
-            tmp.replace(libs)
+        fetch_kafka(s)
         root.mkdir(parents=True, exist_ok=True)
         props.write_text(
             "\n".join(
@@ -327,7 +350,7 @@ def _kafka(s: Settings) -> Service:
             "appender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
         )
         if not (root / "data" / "meta.properties").exists():
-            cp = f"{libs}/*"
+            cp = f"{kafka_libs(s)}/*"
             cluster_id = _run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"]).strip().splitlines()[-1]
             _run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)])
 
@@ -352,13 +375,113 @@ def _kafka(s: Settings) -> Service:
             "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
             "-cp",
-            f"{libs}/*",
+            f"{kafka_libs(s)}/*",
             "kafka.Kafka",
             str(props),
         ],
         health=health,
         url=s.kafka_bootstrap,
         prepare=prepare,
+    )
+
+
+# ------------------------------------------------------------------------------- schema registry
+
+
+def apicurio_home(s: Settings) -> Path:
+    return s.dist_dir / f"apicurio-registry-{APICURIO_VERSION}"
+
+
+def fetch_apicurio(s: Settings) -> Path:
+    """The Apicurio Registry distribution from Maven Central (docker/apicurio/pom.xml), unpacked once."""
+    import tarfile
+
+    home = apicurio_home(s)
+    runner = home / f"apicurio-registry-app-{APICURIO_VERSION}-runner.jar"
+    if runner.exists():
+        return runner
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise ServiceError("Maven (mvn) is needed to fetch Apicurio Registry from Maven Central (make setup)")
+    tmp = home.with_name(home.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pom = s.repo_root / "docker" / "apicurio" / "pom.xml"
+    _run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy", f"-DoutputDirectory={tmp}"])
+    archive = tmp / f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    archive.unlink()
+    shutil.rmtree(home, ignore_errors=True)
+    tmp.replace(home)
+    return runner
+
+
+def registry_env(s: Settings, storage: str = "postgresql", port: int | None = None) -> dict[str, str]:
+    """Apicurio's settings: PostgreSQL storage in the stack's server (schemas survive restarts), or an
+    in-memory H2 database for a throwaway registry (`mlp schemas check`)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "QUARKUS_HTTP_HOST": s.host,
+            "QUARKUS_HTTP_PORT": str(port or s.schema_registry_port),
+            "QUARKUS_HTTP_ACCESS_LOG_ENABLED": "false",
+            "APICURIO_STORAGE_KIND": "sql",
+            "APICURIO_DATASOURCE_JDBC_INITIAL_SIZE": "2",
+            "APICURIO_DATASOURCE_JDBC_MIN_SIZE": "2",
+            "APICURIO_DATASOURCE_JDBC_MAX_SIZE": "10",
+            # a subject with no compatibility rule of its own gets BACKWARD (subjects.yaml sets it per subject)
+            "APICURIO_RULES_DEFAULT_GLOBAL_COMPATIBILITY": "BACKWARD",
+            # schema lookups (what a serializer does to find its id) compare canonical forms, so a client
+            # that re-formats the schema text (confluent-kafka strips it) still finds the registered id
+            "APICURIO_CCOMPAT_USE_CANONICAL_HASH": "true",
+        }
+    )
+    if storage == "postgresql":
+        env.update(
+            {
+                "APICURIO_STORAGE_SQL_KIND": "postgresql",
+                "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://{s.host}:{s.postgres_port}/registry",
+                "APICURIO_DATASOURCE_USERNAME": s.postgres_user,
+                "APICURIO_DATASOURCE_PASSWORD": ensure_secrets(s.home)["postgres_password"],
+            }
+        )
+    else:
+        env["APICURIO_STORAGE_SQL_KIND"] = "h2"
+    return env
+
+
+def registry_argv(s: Settings) -> list[str]:
+    return ["java", "-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-jar", str(fetch_apicurio(s))]
+
+
+def registry_ready(base_url: str) -> bool:
+    return _http_ok(f"{base_url}/health/ready")
+
+
+def _registry(s: Settings) -> Service:
+    base = f"http://{s.host}:{s.schema_registry_port}"
+
+    def prepare() -> None:
+        fetch_apicurio(s)
+
+    def register() -> None:
+        from mlplatform.ingest import schemas
+
+        try:
+            schemas.register_all(schemas.RegistryConfig(s.schema_registry_url))
+        except schemas.SchemaContractError as exc:
+            raise ServiceError(f"a data contract in include/schemas was refused: {exc}") from exc
+
+    return Service(
+        name="schema-registry",
+        ports=[s.schema_registry_port],
+        argv=lambda: registry_argv(s),
+        health=lambda: registry_ready(base),
+        url=s.schema_registry_url,
+        prepare=prepare,
+        after_start=register,
+        env=lambda: registry_env(s),
+        start_timeout=120,
     )
 
 
@@ -443,7 +566,7 @@ def _airflow(s: Settings) -> list[Service]:
 
 def all_services(s: Settings) -> list[Service]:
     """Services in start order (dependencies first)."""
-    return [_postgres(s), _redis(s), _kafka(s), _mlflow(s), *_airflow(s)]
+    return [_postgres(s), _redis(s), _kafka(s), _registry(s), _mlflow(s), *_airflow(s)]
 
 
 def wait_healthy(service: Service, is_alive: Callable[[], bool], log_file: Path) -> None:

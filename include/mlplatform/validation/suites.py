@@ -1,17 +1,19 @@
 """Great Expectations (1.x) validation of a landed batch.
 
 Suites are YAML files in ``include/suites/<dataset>.yaml`` (a user adds a pipeline by adding one). A batch
-that fails raises ValidationFailed with every failed expectation named, so the task log says why, and
-nothing downstream runs. A passing batch gets a ``_VALIDATED.json`` marker beside its data: only
-marked partitions are read by the feature job.
+is every landed range of a topic that no batch has validated or rejected yet (whoever validates first
+claims them: the stage DAG or ml_pipeline). A batch that fails raises ValidationFailed with every failed
+expectation named, so the task log says why, is recorded under ``_rejected/`` with its report, and never
+reaches the feature job. A passing batch is recorded under ``_validated/``: only those files are read
+downstream. An empty batch is not a failure.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -20,7 +22,6 @@ import yaml
 
 log = logging.getLogger(__name__)
 SUITE_DIR = Path(__file__).resolve().parents[2] / "suites"
-MARKER = "_VALIDATED.json"
 
 
 class ValidationFailed(RuntimeError):
@@ -103,24 +104,34 @@ def validate_dataframe(df: Any, dataset: str, uri: str = "") -> ValidationReport
     return ValidationReport(dataset, uri, bool(result.success), len(result.results), failed, len(df))
 
 
-def validate_landing(uri: str, dataset: str) -> ValidationReport:
-    """Validate a landed run directory; write the report, and the marker only when it passed."""
+def read_files(files: list[Path]) -> Any:
+    """The rows of landing files as one pandas DataFrame (files of older schema versions get nulls)."""
     import pandas as pd
+    import pyarrow.dataset as ds
 
-    path = uri_to_path(uri)
-    files = sorted(path.rglob("*.parquet"))
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
-    report = validate_dataframe(df, dataset, uri)
-    (path / "_validation.json").write_text(json.dumps(report.__dict__, default=str, indent=2))
-    marker = path / MARKER
+    if not files:
+        return pd.DataFrame()
+    return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+
+
+def validate_topic(landing_root: Path, topic: str, batch_id: str) -> ValidationReport | None:
+    """Claim the topic's unvalidated ranges as one batch and validate them with the topic's suite.
+
+    Returns None when there is nothing new. Raises ValidationFailed (after recording the rejection) when
+    the batch breaks its contract."""
+    from mlplatform.ingest.landing import Landing
+
+    landing = Landing(landing_root, topic)
+    ranges = landing.unvalidated()
+    if not ranges:
+        log.info("%s: nothing new to validate", topic)
+        return None
+    files = [landing.dir / r.file for r in ranges if r.file]
+    report = validate_dataframe(read_files(files), topic, landing.dir.as_uri())
+    detail = {"report": report.__dict__, "validated_at": datetime.now(UTC).isoformat()}
     if not report.success:
-        marker.unlink(missing_ok=True)
+        landing.record_batch("rejected", batch_id, ranges, **detail)
         raise ValidationFailed(report.summary())
-    marker.write_text(json.dumps({"dataset": dataset, "rows": report.rows}))
+    landing.record_batch("validated", batch_id, ranges, **detail)
     log.info(report.summary())
     return report
-
-
-def validated_runs(topic_root: Path) -> list[Path]:
-    """Every landed run of a topic that passed validation."""
-    return sorted(p.parent for p in topic_root.glob(f"run_id=*/{MARKER}"))

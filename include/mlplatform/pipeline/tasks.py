@@ -1,0 +1,50 @@
+"""Bodies of the ingest and validate tasks shared by ``ingest_events``, ``validate_landing`` and
+``ml_pipeline``: the library calls plus the Airflow semantics around them (endpoints from connections,
+which failures a retry cannot fix). Airflow is imported lazily: this runs inside tasks only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def lane_pool(topic: str) -> str:
+    """The Airflow pool that fences one writer per topic and group: one slot, shared by every DAG."""
+    import re
+
+    return "ingest_" + re.sub(r"[^A-Za-z0-9_.-]", "_", topic)
+
+
+def ingest(topic: str, params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Land the topic (endpoints from the Airflow connections). A DLQ alert fails the task without retries:
+    the offsets are committed, so a retry would find nothing to change."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlplatform.ingest.kafka import DeadLetterAlert
+    from mlplatform.pipeline.endpoints import from_airflow
+    from mlplatform.pipeline.stages import ingest_topic
+
+    try:
+        return ingest_topic(
+            topic,
+            run_id,
+            max_records=int(params.get("max_records", 0)),
+            max_seconds=float(params.get("ingest_max_seconds", 0)),
+            dlq_max_share=float(params.get("dlq_max_share", 0.05)),
+            parallelism=int(params.get("ingest_parallelism", 0)),
+            endpoints=from_airflow(),
+        )
+    except DeadLetterAlert as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def validate(topic: str, run_id: str) -> dict[str, Any]:
+    """Validate the topic's unclaimed landed ranges. A failed batch fails the task without retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlplatform.pipeline.stages import validate_batch
+    from mlplatform.validation.suites import ValidationFailed
+
+    try:
+        return validate_batch({"topic": topic}, run_id)
+    except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
+        raise AirflowFailException(str(exc)) from exc
