@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 EVENTS ?= 2000
 
-.PHONY: setup up down status demo test test-fast lint lock bench-train clean
+.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags clean
 
 setup:            ## install Debian packages, the venv and the Kafka jars
 	@scripts/bootstrap.sh
@@ -40,6 +40,9 @@ lock:             ## refresh constraints.txt from pyproject.toml
 
 bench-train: setup ## GPU training benchmark (needs CUDA): this program vs HF Trainer defaults
 	$(VENV)/python bench/train_gpu.py
+
+bench-dags: setup  ## DAG parse time per file vs an empty one-operator DAG; fails over 2 s
+	$(VENV)/python bench/dag_parse.py
 
 clean: down
 	rm -rf .mlp

@@ -1,9 +1,15 @@
 """Test settings: an isolated stack (own state dir and ports) so tests never touch a developer's running
-stack. Services are started by the `stack` fixture and stopped again when the session started them."""
+stack. The `stack` fixture starts it from an empty state dir and stops it at the end of the session."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +42,66 @@ def settings():  # type: ignore[no-untyped-def]
     return get_settings()
 
 
+def _wipe(root: Path, keep: Path) -> None:
+    """Delete everything under ``root`` except ``keep`` (and the directories on the way to it)."""
+    for child in root.iterdir():
+        if child == keep:
+            continue
+        if keep.is_relative_to(child) and child.is_dir() and not child.is_symlink():
+            _wipe(child, keep)
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _fresh_state_dir(st, settings) -> None:  # type: ignore[no-untyped-def]
+    """Stop what an earlier session left running (only processes recorded in the state dir's pid files),
+    then empty the state dir: no topic, model, landing file or Feast registry survives into this session.
+    Downloaded distributions (MLP_DIST_DIR) are kept should they live inside it."""
+    home, dist = settings.home.resolve(), settings.dist_dir.resolve()
+    if home.is_relative_to(dist):
+        raise RuntimeError(f"the test state dir {home} lies inside MLP_DIST_DIR {dist}; refusing to wipe it")
+    st.down()
+    if home.exists():
+        _wipe(home, dist)
+
+
+@contextlib.contextmanager
+def _session_lock(home: Path) -> Iterator[None]:
+    """One session at a time per state dir: two would wipe and restart each other's services."""
+    digest = hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"mlp-test-stack-{digest}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.fail(f"another test session is using the stack in {home}", pytrace=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def stack(settings):  # type: ignore[no-untyped-def]
-    """The real local stack (Kafka, PostgreSQL, Redis, MLflow, Airflow), started once per session."""
+    """The real local stack (Kafka, registry, PostgreSQL, Redis, MLflow, Airflow), fresh for each session and
+    stopped at its end. MLP_KEEP_STACK=1 (for a developer): reuse what runs in the test state dir, leave it up."""
+    from mlplatform.stack import process
     from mlplatform.stack.manager import Stack
 
+    keep = os.environ.get("MLP_KEEP_STACK", "") not in ("", "0")
     st = Stack(settings)
-    already = all(s.healthy for s in st.status())
-    st.up()
-    os.environ["MLP_POSTGRES_PASSWORD"] = settings.pg_password()
-    yield st
-    if not already and not os.environ.get("MLP_KEEP_STACK"):
-        st.down()
+    with contextlib.ExitStack() as held:
+        if not keep:
+            held.enter_context(_session_lock(settings.home))
+            _fresh_state_dir(st, settings)
+        running_before = {s.name for s in st.status() if s.running}
+        try:
+            st.up()
+        except BaseException:
+            # a half-started stack: stop what this up() started, leave what ran before (MLP_KEEP_STACK)
+            for svc in reversed(st.services):
+                if svc.name not in running_before:
+                    process.stop(st.pid_file(svc))
+            raise
+        os.environ["MLP_POSTGRES_PASSWORD"] = settings.pg_password()
+        yield st
+        if not keep:
+            st.down()

@@ -193,6 +193,7 @@ class Checkpoints:
             self.store.put(path, f"checkpoints/{path.name}")
             if best:
                 self.store.put(path, "checkpoints/best.pt")
+        log.info("rank %s wrote checkpoint %s", os.environ.get("RANK", "0"), path.name)
         return path
 
     def all(self) -> list[Path]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -27,3 +29,28 @@ def test_train_gpu_bench_smoke(tmp_path):
         assert 0 <= report[key]["mfu"] < 1, key
     assert report["speedup_vs_trainer"] > 0
     assert "train_gpu [cpu (smoke)]" in res.stdout
+
+
+def test_dag_parse_bench_smoke(tmp_path):
+    """One fresh interpreter per file: the report covers every DAG file and the empty-DAG peer. Timings are
+    the bench's business, so the budget is not judged here; only that the exit status agrees with the report."""
+    out = tmp_path / "dag_parse.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dag_parse.py"), "--repeat", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
+    assert res.returncode in (0, 1), res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    dag_files = sorted(p.name for p in (ROOT / "dags").glob("*.py"))
+    assert sorted(report["files"]) == dag_files
+    assert report["peer"]["name"] == "empty_dag_one_empty_operator"
+    assert report["peer"]["seconds"] > 0
+    for name, entry in report["files"].items():
+        assert entry["seconds"] > 0, name
+        assert entry["ratio_vs_peer"] == pytest.approx(entry["seconds"] / report["peer"]["seconds"]), name
+    assert res.returncode == (1 if report["over_budget"] else 0)
+    assert res.stdout.strip().splitlines()[-1].startswith(f"dag_parse: {len(dag_files)} files")

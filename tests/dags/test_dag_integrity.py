@@ -1,8 +1,11 @@
-"""DAG integrity and policy: no import errors; tags, retries, owner, Params and docs on every DAG; parse
-time per file; the cluster profile renders a GPU pod."""
+"""DAG integrity and policy: no import errors; tags, retries, owner, Params and docs on every DAG; nothing
+heavy imported at parse time (the parse time itself is measured by bench/dag_parse.py); the cluster profile
+renders a GPU pod."""
 
 from __future__ import annotations
 
+import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py"))
-MAX_PARSE_S = 2.0
+HEAVY_MODULES = ["torch", "pandas", "pyspark", "feast", "mlflow", "great_expectations", "transformers"]
+# DAGs whose knobs must be Params today. Issue 11 adds Params to the others (build_features, validate_landing,
+# deploy_model), which then join this list.
+DAGS_WITH_PARAMS = ["ml_pipeline", "ingest_events", "train_model"]
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +37,29 @@ def test_every_dag_follows_the_house_policy(dagbag):
         assert "mlplatform" in (dag.tags or []), dag_id
         assert len(dag.doc_md or "") > 80, dag_id
         assert dag.catchup is False, dag_id
-        assert dag.params is not None, dag_id
         for task in dag.tasks:
             assert task.retries >= 1, (dag_id, task.task_id)
             assert task.owner == "support-ml", (dag_id, task.task_id)
         assert Path(dag.fileloc).stem == dag_id, "function name = dag_id = file name"
 
 
-def test_ml_pipeline_params_validate_and_name_bad_fields(dagbag):
-    import copy
+@pytest.mark.parametrize("dag_id", DAGS_WITH_PARAMS)
+def test_dags_with_knobs_have_params(dagbag, dag_id):
+    assert len(dagbag.dags[dag_id].params) > 0, dag_id
 
+
+def test_every_param_is_documented_typed_and_its_default_validates(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            assert (param.description or "").strip(), (dag_id, name, "no description")
+            assert param.schema.get("type"), (dag_id, name, "no JSON-schema type")
+        # resolves every Param against its schema; raises ParamValidationError naming the bad one
+        resolved = copy.deepcopy(dag.params).validate()
+        assert resolved == {name: dag.params.get_param(name).value for name in dag.params}, dag_id
+
+
+def test_ml_pipeline_params_validate_and_name_bad_fields(dagbag):
     dag = dagbag.dags["ml_pipeline"]
     good = copy.deepcopy(dag.params)
     good["events"] = 5000
@@ -51,21 +70,22 @@ def test_ml_pipeline_params_validate_and_name_bad_fields(dagbag):
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
-def test_parse_time_per_file(path):
-    """Parse each file in a fresh interpreter (Airflow already imported) and time only the file."""
+def test_no_heavy_module_is_imported_at_parse_time(path):
+    """Parse each file in a fresh interpreter (Airflow already imported) and list the heavy modules loaded."""
     code = (
-        "import time, importlib.util, airflow.sdk, mlplatform.config.settings\n"
+        "import importlib.util, json, sys, airflow.sdk, mlplatform.config.settings\n"
         "from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator\n"
         f"spec = importlib.util.spec_from_file_location('m', {str(path)!r})\n"
         "mod = importlib.util.module_from_spec(spec)\n"
-        "t = time.perf_counter(); spec.loader.exec_module(mod); print(time.perf_counter() - t)\n"
-        "import sys; heavy = {'torch','pandas','pyspark','feast','mlflow','great_expectations','transformers'}\n"
-        "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
+        "spec.loader.exec_module(mod)\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    seconds, heavy = out.stdout.strip().splitlines()[-2:] if out.stdout.strip().count("\n") else (out.stdout, "")
-    assert float(seconds) < MAX_PARSE_S, f"{path.name} took {float(seconds):.2f}s to parse"
-    assert heavy == "", f"{path.name} imports heavy modules at parse time: {heavy}"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, f"{path.name} failed to parse:\n{out.stderr[-3000:]}"
+    heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == [], f"{path.name} imports heavy modules at parse time: {heavy}"
 
 
 def test_cluster_profile_trains_in_a_gpu_pod():
@@ -87,10 +107,10 @@ print(json.dumps({
 }))
 """
     env = {**__import__("os").environ, "MLP_PROFILE": "cluster", "MLP_TRAIN_GPUS": "2", "MLP_GPU_PROFILE": "h100"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    import json
-
     spec = json.loads(out.stdout.strip().splitlines()[-1])
     assert spec["type"] == "KubernetesPodOperator"
     assert spec["pool"] == "gpu_h100"

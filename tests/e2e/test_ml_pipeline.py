@@ -9,6 +9,8 @@ import uuid
 import httpx
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 from mlplatform.stack.airflow_api import AirflowClient
 from mlplatform.stack.services import BIN, airflow_env
@@ -24,7 +26,20 @@ def client(stack, settings):
     return c
 
 
+def _champion(mlflow: MlflowClient, name: str) -> ModelVersion | None:
+    """The model version holding alias ``champion``, or None (no such alias, or no registered model yet)."""
+    try:
+        return mlflow.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+
+
+# The run alone may take 1500 s (its own wait below), on top of starting the stack: above the global 900 s.
+@pytest.mark.timeout(2700)
 def test_ml_pipeline_runs_kafka_to_served_prediction(client, settings):
+    mlflow = MlflowClient(settings.mlflow_uri)
+    before = _champion(mlflow, settings.model_name)
+    before_metric = mlflow.get_run(before.run_id).data.metrics.get("eval_roc_auc") if before else None
     seed = uuid.uuid4().int % 9000
     run_id = client.trigger("ml_pipeline", {"events": 400, "seed": seed, "max_steps": 6, "batch_size": 16})
     state = client.wait_for_run("ml_pipeline", run_id, timeout=1500)
@@ -37,11 +52,28 @@ def test_ml_pipeline_runs_kafka_to_served_prediction(client, settings):
     snapshot = client.xcom("ml_pipeline", run_id, "training_snapshot")
     assert snapshot["rows"] >= 400
     decision = client.xcom("ml_pipeline", run_id, "register")
-    mlflow = MlflowClient(settings.mlflow_uri)
-    champion = mlflow.get_model_version_by_alias(settings.model_name, "champion")
-    assert mlflow.get_model_version_by_alias(settings.model_name, "challenger").version == decision["version"]
-    if decision["promoted"]:
-        assert champion.version == decision["version"]
+    assert str(mlflow.get_model_version_by_alias(settings.model_name, "challenger").version) == decision["version"]
+    champion = str(mlflow.get_model_version_by_alias(settings.model_name, "champion").version)
+    # the gate's decision carries its evidence: metric, both values, the champion it was compared with, a reason
+    assert decision["metric"] == "eval_roc_auc"
+    assert isinstance(decision["candidate"], float)
+    assert decision["reason"]
+    if before is None:
+        assert decision["promoted"] is True, decision
+        assert decision["reason"] == "no champion yet", decision
+        assert decision["champion_version"] is None, decision
+        assert champion == decision["version"]
+    else:
+        assert decision["champion_version"] == str(before.version), decision
+        assert decision["champion"] == before_metric, decision
+        if decision["promoted"]:
+            assert champion == decision["version"], decision
+            if before_metric is not None:
+                assert decision["candidate"] > before_metric, decision
+        else:  # the gate keeps the champion when the candidate is NaN or does not beat it
+            assert champion == str(before.version), decision
+            nan = decision["candidate"] != decision["candidate"]
+            assert nan or (before_metric is not None and decision["candidate"] <= before_metric), decision
     run = mlflow.get_run(mlflow.get_model_version(settings.model_name, decision["version"]).run_id)
     assert run.data.tags["dataset_uri"] == snapshot["uri"]
 

@@ -44,6 +44,7 @@ def published(settings, stack):
         text=True,
         check=False,
         env={**os.environ, **spark_env()},
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     published = stages.publish_features(settings)

@@ -19,6 +19,22 @@ def test_profile_names(name, pool):
     assert gpu_profile_name(GpuInfo(0, name, 1)) == pool
 
 
-def test_local_inventory_never_raises():
+def test_local_inventory_matches_what_nvml_reports():
+    """Checked against NVML itself: no driver means [] (never an error), a driver means one entry per device."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        assert local_gpus() == []
+        return
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+    finally:
+        pynvml.nvmlShutdown()
     gpus = local_gpus()
-    assert all(g.memory_total_mib > 0 for g in gpus)
+    assert len(gpus) == count
+    assert [g.index for g in gpus] == list(range(count))
+    for g in gpus:
+        assert g.name, g
+        assert g.memory_total_mib > 0, g

@@ -44,11 +44,16 @@ def test_port_in_use_names_port_and_process(listener):
 
 def test_own_process_on_port_is_fine(listener):
     port, proc = listener
-    process.check_port_free(port, "kafka", own_pids={proc.pid})
+    assert process.check_port_free(port, "kafka", own_pids={proc.pid}) is None
+    # the same busy port without the listener among own_pids is refused: own_pids is what made it pass
+    with pytest.raises(process.PortInUseError, match=f"pid {proc.pid}"):
+        process.check_port_free(port, "kafka", own_pids=set())
 
 
 def test_free_port_passes():
-    process.check_port_free(_free_port(), "redis", own_pids=set())
+    port = _free_port()
+    assert not process.port_listening(port)
+    assert process.check_port_free(port, "redis", own_pids=set()) is None
 
 
 def test_spawn_and_stop_only_what_was_started(tmp_path):
