@@ -156,6 +156,8 @@ def ingest(
     group: Annotated[str | None, typer.Option(help="consumer group (default: the pipeline's)")] = None,
     parallelism: Annotated[int, typer.Option(min=0, help="partition worker processes (0: one per core)")] = 0,
     dlq_max_share: Annotated[float, typer.Option(min=0, max=1, help="fail when more than this goes to the DLQ")] = 0.05,
+    chunk_records: Annotated[int, typer.Option(min=1, help="records per landed file and transaction")] = 500_000,
+    row_group_records: Annotated[int, typer.Option(min=1, help="records per Parquet row group")] = 50_000,
 ) -> None:
     """One bounded, exactly-once ingest of TOPIC, with exactly the code of the DAG task. Prints its result as
     JSON; exits 1 when the DLQ share passed the threshold (the data and the offsets are committed)."""
@@ -166,6 +168,7 @@ def ingest(
     from mlplatform.pipeline.stages import ingest_topic
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     run_id = run_id or f"manual__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
     try:
         result = ingest_topic(
@@ -176,6 +179,8 @@ def ingest(
             group=group,
             parallelism=parallelism,
             dlq_max_share=dlq_max_share,
+            chunk_records=chunk_records,
+            row_group_records=row_group_records,
         )
     except DeadLetterAlert as exc:
         console.print(f"[red]dead-letter alert:[/] {exc}")
@@ -213,7 +218,7 @@ def schemas_check(
     throwaway registry (or, with --url, each version the registry lacks is compatible with what it holds)."""
     from mlplatform.ingest import schemas
 
-    directory = schema_dir or schemas.SCHEMA_DIR
+    directory = schema_dir or get_settings().schema_dir
     try:
         if url:
             problems = schemas.check_against(schemas.RegistryConfig(url), directory)

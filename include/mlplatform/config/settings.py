@@ -66,6 +66,10 @@ class Settings(BaseSettings):
         description="downloaded service distributions (Kafka jars, Apicurio), shared by every state dir",
     )
 
+    schema_dir: Path = Field(
+        default=REPO_ROOT / "include" / "schemas", description="the data contracts (subjects.yaml + .avsc files)"
+    )
+
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     schema_registry_port: int = 8081

@@ -190,13 +190,13 @@ class _Plan:
     schema_id: int
     writer: Any  # parsed writer schema, logical types stripped
     reader: Any  # parsed reader schema when fastavro must resolve, else None
-    ops: list[tuple[int, str | None, Any]]  # (reader column, writer field or None, default)
-    resolved: bool  # True: fastavro resolution path (slow, exact); False: writer decode + column defaults
+    defaults: dict[str, Any] | None  # reader fields the writer lacks, with their defaults
+    resolved: bool  # True: fastavro resolution (exact, slower); False: writer decode + defaults
 
 
 class ColumnDecoder:
-    """Decodes Confluent-framed Avro records of one subject into column buffers; ``flush()`` returns an
-    Arrow table in the landing schema. One decoder per partition worker (not thread-safe)."""
+    """Decodes Confluent-framed Avro records of one subject into column buffers; ``flush()`` returns them
+    as an Arrow table in the landing schema. One decoder per partition worker (not thread-safe)."""
 
     def __init__(self, subject: str, reader_schema_str: str, lookup: SchemaLookup) -> None:
         import fastavro
@@ -208,7 +208,8 @@ class ColumnDecoder:
         self._reader_stripped = strip_logical_types(self.reader_json)
         self._reader_parsed = fastavro.parse_schema(copy.deepcopy(self._reader_stripped))
         self._fields = [f["name"] for f in self.reader_json["fields"]]
-        self._plans: dict[int, _Plan | DecodeError] = {}
+        self._plans: dict[int, _Plan] = {}
+        self._bad: dict[int, DecodeError] = {}
         self._read = fastavro.schemaless_reader
         self._ids_flushed: set[int] = set()
         self.partition = 0
@@ -216,7 +217,7 @@ class ColumnDecoder:
 
     def reset(self) -> None:
         self.columns: list[list[Any]] = [[] for _ in self._fields]
-        self._appends = [c.append for c in self.columns]
+        self._sinks = [(col.append, name) for col, name in zip(self.columns, self._fields, strict=True)]
         self.offsets: list[int] = []
         self.timestamps: list[int | None] = []
         self.schema_ids: list[int] = []
@@ -248,40 +249,48 @@ class ColumnDecoder:
                 f"schema id {schema_id} is registered under {', '.join(sorted(subjects))}, not {self.subject}: "
                 "a record of another data contract on this topic",
             )
-        stripped = strip_logical_types(writer_json)
-        writer = fastavro.parse_schema(copy.deepcopy(stripped))
+        writer = fastavro.parse_schema(copy.deepcopy(strip_logical_types(writer_json)))
         writer_fields = {f["name"]: f for f in writer_json.get("fields", [])}
-        ops: list[tuple[int, str | None, Any]] = []
+        defaults: dict[str, Any] = {}
         simple = writer_json.get("type") == "record" and writer_json.get("name") == self.reader_json.get("name")
-        for i, rf in enumerate(self.reader_json["fields"]):
+        for rf in self.reader_json["fields"]:
             wf = writer_fields.get(rf["name"])
-            if wf is not None and _canonical(wf["type"]) == _canonical(rf["type"]) and not rf.get("aliases"):
-                ops.append((i, rf["name"], None))
-            elif wf is None and "default" in rf and not rf.get("aliases"):
-                ops.append((i, None, rf["default"]))
+            if rf.get("aliases"):
+                simple = False
+            elif wf is not None and _canonical(wf["type"]) == _canonical(rf["type"]):
+                continue
+            elif wf is None and "default" in rf:
+                defaults[rf["name"]] = rf["default"]
             else:
                 simple = False
         if simple:
-            return _Plan(schema_id, writer, None, ops, resolved=False)
-        return _Plan(schema_id, writer, self._reader_parsed, [(i, n, None) for i, n in enumerate(self._fields)], True)
+            return _Plan(schema_id, writer, None, defaults or None, resolved=False)
+        return _Plan(schema_id, writer, self._reader_parsed, None, resolved=True)
+
+    def plan(self, schema_id: int) -> _Plan:
+        """The cached decode plan of a writer schema id, or the DecodeError its records get."""
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            if schema_id in self._bad:
+                raise self._bad[schema_id]
+            made = self._plan(schema_id)
+            if isinstance(made, DecodeError):
+                self._bad[schema_id] = made
+                raise made
+            plan = self._plans[schema_id] = made
+        return plan
 
     def decode(self, value: bytes | None, offset: int, timestamp: int | None) -> None:
-        """Append one record to the columns, or raise DecodeError with its reason."""
+        """Append one record, or raise DecodeError with its reason."""
         if value is None:
             raise DecodeError("tombstone", "null value (tombstone) on a data topic")
         n = len(value)
         if n < 5:
             raise DecodeError("truncated", f"payload of {n} bytes is shorter than the 5-byte Confluent header")
-        if value[0] != MAGIC:
-            raise DecodeError(
-                "bad_magic", f"unknown magic byte {value[0]} (expected {MAGIC}): not Confluent-framed Avro"
-            )
-        schema_id = int.from_bytes(value[1:5], "big")
-        plan = self._plans.get(schema_id)
-        if plan is None:
-            plan = self._plans[schema_id] = self._plan(schema_id)
-        if isinstance(plan, DecodeError):
-            raise plan
+        magic, schema_id = HEADER.unpack_from(value)
+        if magic != MAGIC:
+            raise DecodeError("bad_magic", f"unknown magic byte {magic} (expected {MAGIC}): not Confluent-framed Avro")
+        plan = self._plans.get(schema_id) or self.plan(schema_id)
         buf = io.BytesIO(value)
         buf.seek(5)
         try:
@@ -294,12 +303,66 @@ class ColumnDecoder:
             raise DecodeError(
                 "bad_body", f"{n - buf.tell()} trailing bytes after the record (writer schema id {schema_id})"
             )
-        appends = self._appends
-        for col, name, default in plan.ops:
-            appends[col](rec[name] if name is not None else default)
+        if plan.defaults:
+            rec.update(plan.defaults)
+        for append, name in self._sinks:
+            append(rec[name])
         self.offsets.append(offset)
         self.timestamps.append(timestamp)
         self.schema_ids.append(schema_id)
+
+    def decode_batch(self, msgs: list[Any]) -> tuple[list[tuple[Any, DecodeError]], int | None]:
+        """Decode a consume() batch of one partition: returns the poison (message, reason) pairs and the
+        partition-EOF offset if the batch carried one. The hot loop: everything it touches is a local."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        poison: list[tuple[Any, DecodeError]] = []
+        eof: int | None = None
+        plans, read, unpack = self._plans, self._read, HEADER.unpack_from
+        sinks, offsets, stamps, ids = self._sinks, self.offsets, self.timestamps, self.schema_ids
+        bytes_io = io.BytesIO
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    eof = msg.offset()
+                    continue
+                raise KafkaException(err)
+            value = msg.value()
+            plan = None
+            if value is not None and len(value) > 5:
+                magic, schema_id = unpack(value)
+                plan = plans.get(schema_id) if magic == MAGIC else None
+            if plan is None:  # the slow path names the reason (or builds the plan of a new schema id)
+                try:
+                    ts_type, ts = msg.timestamp()
+                    self.decode(value, msg.offset(), ts if ts_type else None)
+                except DecodeError as exc:
+                    poison.append((msg, exc))
+                continue
+            buf = bytes_io(value)
+            buf.seek(5)
+            try:
+                rec = read(buf, plan.writer, plan.reader)
+            except Exception as exc:  # noqa: BLE001 - fastavro raises many types for corrupt or short bodies
+                poison.append(
+                    (msg, DecodeError("bad_body", f"Avro body does not match writer schema id {schema_id}: {exc!r}"))
+                )
+                continue
+            if buf.tell() != len(value):
+                poison.append(
+                    (msg, DecodeError("bad_body", f"{len(value) - buf.tell()} trailing bytes after the record"))
+                )
+                continue
+            if plan.defaults:
+                rec.update(plan.defaults)
+            for append, name in sinks:
+                append(rec[name])
+            offsets.append(msg.offset())
+            ts_type, ts = msg.timestamp()
+            stamps.append(ts if ts_type else None)
+            ids.append(schema_id)
+        return poison, eof
 
     def flush(self) -> Any:
         """The buffered rows as an Arrow table (landing schema); the buffers start empty again."""
@@ -308,7 +371,7 @@ class ColumnDecoder:
         n = len(self.offsets)
         arrays = [pa.array(col, type=self.arrow_schema.field(i).type) for i, col in enumerate(self.columns)]
         arrays += [
-            pa.repeat(pa.scalar(self.partition, pa.int32()), n) if n else pa.array([], pa.int32()),
+            pa.array([self.partition] * n, pa.int32()),
             pa.array(self.offsets, pa.int64()),
             pa.array(self.timestamps, pa.timestamp("ms", tz="UTC")),
             pa.array(self.schema_ids, pa.int32()),

@@ -41,9 +41,25 @@ class IngestError(RuntimeError):
 
 
 def _retriable(exc: BaseException) -> bool:
-    from confluent_kafka import KafkaException
+    """Broker states that pass by themselves within seconds (a restarting broker, a moving coordinator)."""
+    from confluent_kafka import KafkaError, KafkaException
 
-    return isinstance(exc, KafkaException) and bool(exc.args) and bool(getattr(exc.args[0], "retriable", bool)())
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return False
+    err = exc.args[0]
+    transient = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._WAIT_COORD,
+    }
+    return bool(err.retriable()) or err.code() in transient
 
 
 def kafka_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -111,8 +127,9 @@ def consumer_conf(job: PartitionJob) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        "fetch.max.bytes": 32 * 1024 * 1024,
-        "queued.max.messages.kbytes": 32 * 1024,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+        "queued.max.messages.kbytes": 16 * 1024,
+        "fetch.wait.max.ms": 100,  # the end of a partition is noticed within 100 ms
         "socket.timeout.ms": 30_000,
     }
 
@@ -257,7 +274,7 @@ def _lookup(job: PartitionJob) -> SchemaLookup:
 
 def ingest_partition(job: PartitionJob, lookup: SchemaLookup | None = None) -> PartitionResult:
     """Land what is on one partition beyond the resume point, up to the end offset seen at start."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     landing = Landing(Path(job.landing_root), job.topic)
     landing.sweep_tmp(job.partition)
@@ -342,36 +359,32 @@ def ingest_partition(job: PartitionJob, lookup: SchemaLookup | None = None) -> P
             in_chunk = writer.rows + len(decoder)
             want = int(min(job.batch_size, job.chunk_records - in_chunk, budget))
             msgs = consumer.consume(num_messages=max(1, want), timeout=1.0)
-            eof_at: int | None = None
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        eof_at = msg.offset()
-                        continue
-                    raise KafkaException(err)
-                offset = msg.offset()
-                ts_type, ts = msg.timestamp()
-                if offset < plan.land_from:
-                    # landed by an earlier run whose commit was lost: only its dead letters are still due
-                    if offset >= plan.dlq_from:
+            if position < plan.land_from:
+                # landed by an earlier run whose commit was lost: only its dead letters are still due
+                fresh = []
+                for msg in msgs:
+                    if msg.error() is not None or msg.offset() >= plan.land_from:
+                        fresh.append(msg)
+                    elif msg.offset() >= plan.dlq_from:
                         try:
-                            probe.decode(msg.value(), offset, None)
+                            probe.decode(msg.value(), msg.offset(), None)
                         except DecodeError as exc:
                             txn.dead_letter(msg, exc)
                             result.redelivered_dead += 1
                         probe.reset()
-                    continue
-                try:
-                    decoder.decode(msg.value(), offset, ts if ts_type else None)
-                except DecodeError as exc:
-                    txn.dead_letter(msg, exc)
-                    chunk_dead[exc.kind] += 1
-                    result.dead += 1
+            else:
+                fresh = msgs
+            poison, eof_at = decoder.decode_batch(fresh)
+            for msg, reason in poison:
+                txn.dead_letter(msg, reason)
+                chunk_dead[reason.kind] += 1
+                result.dead += 1
+            n_records = len(fresh) - (eof_at is not None)  # a partition's EOF event comes last
+            if n_records > 0:
                 if chunk_first is None:
-                    chunk_first = offset
-                chunk_last = offset
-                budget -= 1
+                    chunk_first = fresh[0].offset()
+                chunk_last = fresh[n_records - 1].offset()
+                budget -= n_records
             if msgs:
                 idle_polls = 0
                 pos = consumer.position([TopicPartition(job.topic, job.partition)])[0].offset

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -148,11 +147,12 @@ def produce_records(
     records: Iterable[dict[str, Any]],
     key_field: str,
     version: int | None = None,
+    schema_dir: Path | None = None,
 ) -> int:
     """Serialize records with the registry (Confluent wire format) and write them to ``topic``."""
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    spec = subject_for_topic(topic)
+    spec = subject_for_topic(topic, schema_dir)
     ser = avro_serializer(registry, spec, version)
     ctx = SerializationContext(topic, MessageField.VALUE)
     return produce_values(kafka, topic, ((str(r[key_field]).encode(), ser(r, ctx)) for r in records))
@@ -183,52 +183,28 @@ class IngestResult:
         return asdict(self)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Workers die with their parent (an Airflow worker killed by kill -9 leaves no ingest behind)."""
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _run_workers(jobs: list[PartitionJob], workers: int) -> list[dict[str, Any]]:
-    """Run partition jobs in up to ``workers`` processes (``python -m mlplatform.ingest.worker``)."""
-    pending = list(jobs)
-    running: list[tuple[subprocess.Popen[bytes], PartitionJob]] = []
-    results: list[dict[str, Any]] = []
-    failures: list[str] = []
+    """Run the partition jobs in one worker process that forks a child per partition (see worker.py)."""
+    from mlplatform.ingest.worker import die_with_parent, spec_of
+
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "mlplatform.ingest.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+    )
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                job = pending.pop(0)
-                proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                    [sys.executable, "-m", "mlplatform.ingest.worker"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-                )
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps(asdict(job)).encode())
-                proc.stdin.close()
-                running.append((proc, job))
-            for proc, job in list(running):
-                if proc.poll() is None:
-                    continue
-                running.remove((proc, job))
-                assert proc.stdout is not None
-                out = proc.stdout.read().decode().strip().splitlines()
-                last = json.loads(out[-1]) if out else {}
-                if proc.returncode == 0 and "result" in last:
-                    results.append(last["result"])
-                else:
-                    failures.append(f"partition {job.partition}: {last.get('error', f'exit {proc.returncode}')}")
-            time.sleep(0.05)
+        out, _ = proc.communicate(spec_of(jobs, workers).encode())
     finally:
-        for proc, _ in running:
+        if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if failures:
-        raise IngestError("; ".join(failures))
+    lines = out.decode().strip().splitlines()
+    report = json.loads(lines[-1]) if lines else {}
+    if proc.returncode != 0 or report.get("errors") or "results" not in report:
+        why = "; ".join(report.get("errors") or [f"the worker process exited with {proc.returncode}"])
+        raise IngestError(f"ingest failed for some partitions (what others committed stays committed): {why}")
+    results: list[dict[str, Any]] = report["results"]
     return results
 
 
@@ -302,7 +278,9 @@ def ingest(
                 row_group_records=row_group_records,
             )
         )
-    workers = parallelism or min(len(jobs), os.cpu_count() or 1)
+    # One process per partition (up to twice the cores): whole partitions cannot be split between
+    # processes, so fewer processes than partitions leaves one of them with twice the work.
+    workers = parallelism or min(len(jobs), 2 * (os.cpu_count() or 1))
     if len(jobs) <= 1 or workers <= 1:
         results = [ingest_partition(j).to_dict() for j in jobs]
     else:

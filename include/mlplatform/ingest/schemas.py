@@ -68,6 +68,12 @@ class RegistryConfig:
         return conf
 
 
+def _default_dir() -> Path:
+    from mlplatform.config.settings import get_settings
+
+    return get_settings().schema_dir
+
+
 def load_subjects(schema_dir: Path = SCHEMA_DIR) -> dict[str, SubjectSpec]:
     """Parse ``subjects.yaml``; every listed file must exist and be valid Avro."""
     import fastavro
@@ -95,8 +101,13 @@ def _subjects_cached(schema_dir: str) -> dict[str, SubjectSpec]:
     return load_subjects(Path(schema_dir))
 
 
-def subject_for_topic(topic: str, schema_dir: Path = SCHEMA_DIR) -> SubjectSpec:
-    """The value subject of ``topic`` (TopicNameStrategy)."""
+def subject_for_topic(topic: str, schema_dir: Path | None = None) -> SubjectSpec:
+    """The value subject of ``topic`` (TopicNameStrategy), from ``schema_dir`` (default: the setting
+    ``MLP_SCHEMA_DIR``, which defaults to include/schemas)."""
+    if schema_dir is None:
+        from mlplatform.config.settings import get_settings
+
+        schema_dir = get_settings().schema_dir
     subjects = _subjects_cached(str(schema_dir))
     try:
         return subjects[f"{topic}-value"]
@@ -138,15 +149,16 @@ def register_subject(sr: Any, spec: SubjectSpec) -> list[int]:
     return ids
 
 
-def register_all(cfg: RegistryConfig, schema_dir: Path = SCHEMA_DIR) -> dict[str, list[int]]:
+def register_all(cfg: RegistryConfig, schema_dir: Path | None = None) -> dict[str, list[int]]:
     """Register every subject's history; returns subject -> schema ids (oldest first)."""
     sr = client(cfg)
-    out = {name: register_subject(sr, spec) for name, spec in load_subjects(schema_dir).items()}
+    specs = load_subjects(schema_dir or _default_dir())
+    out = {name: register_subject(sr, spec) for name, spec in specs.items()}
     log.info("registered data contracts at %s: %s", cfg.url, out)
     return out
 
 
-def check_against(cfg: RegistryConfig, schema_dir: Path = SCHEMA_DIR) -> list[str]:
+def check_against(cfg: RegistryConfig, schema_dir: Path | None = None) -> list[str]:
     """Test each subject's versions that the registry does not hold yet against what it does hold, without
     registering anything. Returns the problems found (empty: deploying these files is safe)."""
     from confluent_kafka.schema_registry import Schema
@@ -154,7 +166,7 @@ def check_against(cfg: RegistryConfig, schema_dir: Path = SCHEMA_DIR) -> list[st
 
     sr = client(cfg)
     problems = []
-    for spec in load_subjects(schema_dir).values():
+    for spec in load_subjects(schema_dir or _default_dir()).values():
         for number, path in enumerate(spec.versions, start=1):
             schema = Schema(spec.schema_str(number), "AVRO")
             try:

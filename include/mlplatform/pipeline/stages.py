@@ -73,6 +73,8 @@ def ingest_topic(
     dlq_max_share: float = 0.05,
     parallelism: int = 0,
     landing: Path | None = None,
+    chunk_records: int = 500_000,
+    row_group_records: int = 50_000,
 ) -> dict[str, Any]:
     """One bounded, exactly-once ingest of ``topic`` into its landing zone (what the DAG task and
     ``mlp ingest`` run). Raises DeadLetterAlert, after committing, when the DLQ share passes the bound."""
@@ -91,6 +93,8 @@ def ingest_topic(
         max_seconds=max_seconds or None,
         parallelism=parallelism,
         dlq_max_share=dlq_max_share,
+        chunk_records=chunk_records,
+        row_group_records=row_group_records,
     )
     return result.to_dict()
 

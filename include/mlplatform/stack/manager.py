@@ -138,7 +138,7 @@ class Stack:
         from mlplatform.ingest.schemas import load_subjects
         from mlplatform.pipeline.tasks import lane_pool
 
-        for spec in load_subjects().values():
+        for spec in load_subjects(self.s.schema_dir).values():
             doc.setdefault("pools", []).append(
                 {
                     "pool_name": lane_pool(spec.topic),

@@ -468,7 +468,7 @@ def _registry(s: Settings) -> Service:
         from mlplatform.ingest import schemas
 
         try:
-            schemas.register_all(schemas.RegistryConfig(s.schema_registry_url))
+            schemas.register_all(schemas.RegistryConfig(s.schema_registry_url), s.schema_dir)
         except schemas.SchemaContractError as exc:
             raise ServiceError(f"a data contract in include/schemas was refused: {exc}") from exc
 

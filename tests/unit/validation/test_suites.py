@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from mlplatform.validation.suites import MARKER, ValidationFailed, validate_dataframe, validate_landing
+from mlplatform.ingest.landing import Landing, Range
+from mlplatform.validation.suites import ValidationFailed, validate_dataframe, validate_topic
 
 
 def tickets(n: int = 5) -> pd.DataFrame:
@@ -44,27 +45,42 @@ def test_bad_batch_names_each_broken_expectation():
     assert "FAILED expect_column_values_to_be_between" in report.summary()
 
 
-def test_failed_landing_raises_and_leaves_no_marker(tmp_path):
-    run = tmp_path / "run_id=r1" / "event_date=2026-01-01"
-    run.mkdir(parents=True)
+def land(root, frame: pd.DataFrame, start: int) -> Range:  # type: ignore[no-untyped-def]
+    """Land a DataFrame as one range of partition 0, as the ingest would."""
+    landing = Landing(root, "support.tickets")
+    tmp = landing.tmp_data_path(0)
+    frame.to_parquet(tmp)
+    rng = Range("support.tickets", 0, start, start + len(frame), rows=len(frame), dead=0, run_id="r", group="g")
+    return landing.commit_range(rng, tmp)
+
+
+def test_a_batch_claims_every_unvalidated_range_once(tmp_path):
+    land(tmp_path, tickets(), 0)
+    land(tmp_path, tickets(3), 5)
+    report = validate_topic(tmp_path, "support.tickets", "b1")
+    assert report is not None
+    assert report.rows == 8
+    assert validate_topic(tmp_path, "support.tickets", "b2") is None  # nothing new: not a failure
+    landing = Landing(tmp_path, "support.tickets")
+    assert len(landing.validated_files()) == 2
+    land(tmp_path, tickets(2), 8)
+    again = validate_topic(tmp_path, "support.tickets", "b3")
+    assert again is not None
+    assert again.rows == 2
+
+
+def test_a_failed_batch_is_rejected_and_never_handed_on(tmp_path):
     bad = tickets()
-    bad["priority"] = 0
-    bad.to_parquet(run / "part-0.parquet")
-    with pytest.raises(ValidationFailed, match="priority"):
-        validate_landing((tmp_path / "run_id=r1").as_uri(), "support.tickets")
-    assert not (tmp_path / "run_id=r1" / MARKER).exists()
-    assert (tmp_path / "run_id=r1" / "_validation.json").exists()
-
-
-def test_passing_landing_is_marked(tmp_path):
-    run = tmp_path / "run_id=r2" / "event_date=2026-01-01"
-    run.mkdir(parents=True)
-    tickets().to_parquet(run / "part-0.parquet")
-    report = validate_landing((tmp_path / "run_id=r2").as_uri(), "support.tickets")
-    assert report.rows == 5
-    assert (tmp_path / "run_id=r2" / MARKER).exists()
-
-
-def test_unknown_dataset_says_where_the_suite_goes():
-    with pytest.raises(FileNotFoundError, match="no expectation suite for dataset 'nope'"):
-        validate_dataframe(tickets(), "nope")
+    bad.loc[0, "priority"] = 9
+    land(tmp_path, bad, 0)
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_between"):
+        validate_topic(tmp_path, "support.tickets", "b1")
+    landing = Landing(tmp_path, "support.tickets")
+    assert landing.validated_files() == []
+    assert landing.unvalidated() == []  # rejected ranges are not claimed again by the next batch
+    assert (landing.dir / "_rejected" / "b1.json").exists()
+    land(tmp_path, tickets(), 5)
+    report = validate_topic(tmp_path, "support.tickets", "b2")
+    assert report is not None
+    assert report.success
+    assert [p.name for p in landing.validated_files()] == ["00000000000000000005-00000000000000000009.parquet"]
