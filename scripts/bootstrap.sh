@@ -27,9 +27,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  uv pip install -q --python .venv/bin/python -e ".[train,dev]" -c constraints.txt
+  # --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (CI images often set it), every process
+  # (Airflow task, ingest worker) would otherwise compile its imports again at start.
+  uv pip install -q --compile-bytecode --python .venv/bin/python -e ".[train,dev]" -c constraints.txt
   rm -f .venv/.installed-*; touch "$stamp"
 fi
+
+.venv/bin/python -m compileall -q -j 0 include training dags plugins >/dev/null || true
 
 # Service distributions from Maven Central (the Kafka broker jars, Apicurio Registry) into the shared dist
 # dir (.mlp/dist, or $MLP_DIST_DIR), with the same code `mlp up` uses.

@@ -1,72 +1,325 @@
-"""Ingest against the real broker: bounded consume, commit-after-durable, DLQ with reasons."""
+"""Exactly-once ingestion against the real broker and schema registry, under the conditions it exists for:
+kill -9 at any point, a same-run retry, a broker restart, transactional upstream producers, a backlog
+larger than a run's budget, evolved and foreign schemas, poison, and two runs at once."""
 
 from __future__ import annotations
 
-import uuid
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
 
-import pandas as pd
-from confluent_kafka import Consumer, Producer
+import psutil
+import pytest
+from confluent_kafka import Producer
 
-from mlplatform.ingest.kafka import DLQ_SUFFIX, consume_to_parquet
-from mlplatform.pipeline.stages import produce_events
+from mlplatform.ingest import poison, schemas
+from mlplatform.ingest.kafka import DeadLetterAlert
 
-SEED = uuid.uuid4().int % 5000  # fresh events each session: the topics outlive a test run
+from .lanes import Lane, make_lane
 
-
-def _read_landing(uri_dir) -> pd.DataFrame:
-    files = sorted(uri_dir.rglob("*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+REPORTS = Path(__file__).resolve().parents[2] / ".mlp-test" / "reports"
 
 
-def test_offsets_commit_only_what_landed_and_poison_goes_to_dlq(settings, tmp_path):
-    topic, group = settings.tickets_topic, f"it-{uuid.uuid4().hex[:8]}"
-    produce_events(events=120, seed=SEED + 1)
-    first = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-a")
-    assert first.records >= 120
-    landed = _read_landing(tmp_path / topic / "run_id=run-a")
-    assert len(landed) == first.records
-    assert {"event_date"} <= set(
-        p.name.split("=")[0] for p in (tmp_path / topic / "run_id=run-a").iterdir() if p.is_dir()
-    )
+@pytest.fixture
+def lane(settings, tmp_path) -> Lane:
+    return make_lane(settings, tmp_path)
 
-    produce_events(events=75, seed=SEED + 2)
-    second = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-b")
-    assert second.records == 75  # exactly what arrived since the committed offsets
-    assert second.dead_lettered == 0
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(topic, key=b"C000001", value=b"not avro at all")
-    producer.produce(topic, key=b"C000002", value=b"\x00\x00\x00\x00\x07oops")
-    producer.flush(10)
-    third = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-c")
-    assert third.records == 0
-    assert third.dead_lettered == 2
-    fourth = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-d")
-    assert fourth.records == fourth.dead_lettered == 0
+def _poisoned(lane: Lane, n: int, seed: int, rate: float) -> list[tuple[bytes, bytes]]:
+    good = lane.tickets(n, seed)
+    values, _ = poison.interleave(good, rate, seed, good[0][1], lane.foreign(good[0][1]))
+    return values
 
-    dlq = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{group}-dlq", "auto.offset.reset": "earliest"}
-    )
-    dlq.subscribe([topic + DLQ_SUFFIX])
-    reasons = {}
-    for _ in range(60):
-        msg = dlq.poll(1.0)
-        if msg is None or msg.error():
-            if len(reasons) >= 2:
-                break
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def test_kill9_at_random_points_then_a_final_run_lands_every_offset_once(lane):
+    """20 runs of `mlp ingest`, each killed with SIGKILL at a random moment while more data arrives, then one
+    run to the end: the landing plus the DLQ hold every offset of the topic exactly once."""
+    rng = random.Random(20261124)
+    lane.produce(_poisoned(lane, 6000, seed=1, rate=0.01))
+    kills = []
+    logs = REPORTS / "kill9" / lane.topic
+    logs.mkdir(parents=True, exist_ok=True)
+    for i in range(20):
+        lane.produce(_poisoned(lane, 1500, seed=100 + i, rate=0.01))
+        with open(logs / f"run-{i:02d}.log", "wb") as log:
+            proc = subprocess.Popen(  # noqa: S603
+                lane.cli("--chunk-records", "700", "--row-group-records", "200", "--run-id", f"kill-{i}"),
+                env=lane.env,
+                stdout=log,
+                stderr=log,
+            )
+        delay = rng.uniform(0.5, 5.0)
+        try:
+            proc.wait(timeout=delay)
+            kills.append({"run": i, "delay_s": round(delay, 2), "killed": False, "rc": proc.returncode})
             continue
-        headers = dict(msg.headers() or [])
-        reasons[msg.value()] = headers["dlq.reason"].decode()
-        assert headers["dlq.source"].decode().startswith(topic + "/")
-    dlq.close()
-    assert "magic byte" in reasons[b"not avro at all"]
-    assert "unknown schema id 7" in reasons[b"\x00\x00\x00\x00\x07oops"]
+        except subprocess.TimeoutExpired:
+            pass
+        family = _tree(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # the workers die with their parent (PR_SET_PDEATHSIG): nothing of the killed run lives on
+        gone, alive = psutil.wait_procs(family[1:], timeout=10)
+        assert not alive, f"workers outlived the killed run: {alive}"
+        kills.append({"run": i, "delay_s": round(delay, 2), "killed": True, "processes": len(family)})
+    final = lane.run_cli("--chunk-records", "700", "--run-id", "final")
+    (logs / "final.log").write_text(final.stdout + final.stderr)
+    assert final.returncode == 0, final.stderr[-3000:]
+    counts = lane.assert_exactly_once()
+    assert json.loads(final.stdout.strip().splitlines()[-1])["lag"] == 0
+    assert sum(k["killed"] for k in kills) >= 10, kills  # most runs really were killed mid-way
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "kill9.json").write_text(json.dumps({"kills": kills, "counts": counts}, indent=1))
 
 
-def test_retry_of_same_run_rewrites_the_same_landing(settings, tmp_path):
-    topic, group = settings.outcomes_topic, f"it-{uuid.uuid4().hex[:8]}"
-    produce_events(events=60, seed=SEED + 3)
-    batch = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-x")
-    again = consume_to_parquet(settings.kafka_bootstrap, topic, group, tmp_path, "run-x")  # an Airflow retry
-    assert again.records == 0
-    assert len(_read_landing(tmp_path / topic / "run_id=run-x")) == batch.records
+def test_a_retry_of_the_same_run_after_its_commit_loses_nothing(lane):
+    lane.produce(lane.tickets(900, seed=2))
+    first = lane.ingest("run-x")
+    assert first["records"] == 900
+    files = sorted(p for r in lane.landing.ranges() if r.file for p in [lane.landing.dir / r.file])
+    again = lane.ingest("run-x")  # an Airflow retry, or a clear of the task, after it committed
+    assert again["records"] == 900  # the run's records, from the manifest: the batch still validates
+    assert again["this_attempt"]["records"] == 0
+    assert sorted(p for r in lane.landing.ranges() if r.file for p in [lane.landing.dir / r.file]) == files
+    assert all(f.exists() for f in files)
+    lane.produce(lane.tickets(100, seed=3))
+    assert lane.ingest("run-x")["records"] == 1000
+    lane.assert_exactly_once()
+
+
+def test_broker_killed_and_restarted_mid_ingest_then_the_retry_completes(lane, stack):
+    from mlplatform.stack import process
+
+    lane.produce(lane.tickets(60_000, seed=4))
+    kafka = stack.service("kafka")
+    proc = subprocess.Popen(  # noqa: S603
+        lane.cli("--chunk-records", "3000", "--run-id", "restart"),
+        env=lane.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4.0)
+    rec = process.read_pid(stack.pid_file(kafka))
+    assert rec is not None
+    psutil.Process(rec.pid).kill()  # kill -9 of the broker
+    time.sleep(2.0)
+    stack.up(only=["kafka"])
+    out, err = proc.communicate(timeout=600)
+    retry = lane.run_cli("--run-id", "restart", timeout=600)  # the task's retry
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert json.loads(retry.stdout.strip().splitlines()[-1])["records"] == 60_000
+    lane.assert_exactly_once()
+
+
+def test_only_committed_records_of_a_transactional_producer_land_and_the_run_ends(lane):
+    tickets = lane.tickets(40, seed=5)
+    p = Producer({**lane.kafka, "transactional.id": f"upstream-{lane.topic}"})
+    p.init_transactions(30)
+    for batch, commit in ((tickets[:10], True), (tickets[10:20], False), (tickets[20:30], True)):
+        p.begin_transaction()
+        for key, value in batch:
+            p.produce(lane.topic, key=key, value=value, partition=0)
+        p.flush(30)  # written to the log, then committed or aborted
+        (p.commit_transaction if commit else p.abort_transaction)(30)
+    p.begin_transaction()  # left open while we ingest: the run must end at the last stable offset
+    for key, value in tickets[30:]:
+        p.produce(lane.topic, key=key, value=value, partition=0)
+    p.flush(30)
+    started = time.monotonic()
+    first = lane.ingest("txn-1")
+    assert time.monotonic() - started < 60
+    assert first["records"] == 20
+    p.commit_transaction(30)
+    second = lane.ingest("txn-2")
+    assert second["records"] == 10
+    assert second["lag"] == 0
+    counts = lane.assert_exactly_once()
+    assert counts == {"on_topic": 30, "landed": 30, "dead_lettered": 0}  # 40 produced, 10 aborted
+
+
+def _peak_memory(argv: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run a command; the peak of its process tree's summed PSS, sampled every 50 ms."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # noqa: S603
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            total = 0
+            for p in _tree(proc.pid):
+                try:
+                    total += p.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            peak = max(peak, total)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate(timeout=600)
+    stop.set()
+    t.join()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err), peak
+
+
+def test_a_backlog_drains_over_several_runs_with_bounded_memory(lane):
+    lane.produce(lane.tickets(50_000, seed=6))
+    tune = ["--chunk-records", "5000", "--row-group-records", "1000", "--parallelism", "1"]
+    small, small_peak = _peak_memory(lane.cli(*tune, "--max-records", "8000", "--run-id", "b0"), lane.env)
+    assert small.returncode == 0, small.stderr[-3000:]
+    first = json.loads(small.stdout.strip().splitlines()[-1])
+    assert first["records"] == 8000
+    assert first["lag"] == 42_000
+    runs, lag = [first], first["lag"]
+    while lag:
+        r = lane.run_cli(*tune, "--max-records", "15000", "--run-id", f"b{len(runs)}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        assert runs[-1]["records"] <= 15_000
+        lag = runs[-1]["lag"]
+        assert len(runs) <= 5
+    assert [r["records"] for r in runs] == [8000, 15_000, 15_000, 12_000]
+    # memory does not grow with what a run reads: 5x the records, the same peak (within noise)
+    lane.produce(lane.tickets(40_000, seed=7))
+    big, big_peak = _peak_memory(lane.cli(*tune, "--run-id", "b-all"), lane.env)
+    assert big.returncode == 0, big.stderr[-3000:]
+    assert json.loads(big.stdout.strip().splitlines()[-1])["records"] == 40_000
+    assert big_peak < 1.3 * small_peak, (big_peak, small_peak)
+    lane.assert_exactly_once()
+
+
+def test_avro_serializer_records_of_v1_and_v2_land_together(lane):
+    v1, v2 = lane.tickets(50, seed=8, version=1), lane.tickets(50, seed=9, version=2)
+    mixed = [x for pair in zip(v1, v2, strict=True) for x in pair]
+    p = Producer(lane.kafka)
+    for key, value in mixed:
+        p.produce(lane.topic, key=key, value=value, partition=1)  # one batch, both versions interleaved
+    p.flush(30)
+    result = lane.ingest("mixed")
+    assert result["records"] == 100
+    assert result["dead_lettered"] == 0
+    (rng,) = [r for r in lane.landing.ranges() if r.rows]
+    assert rng.schema_ids == sorted(lane.ids[f"{lane.topic}-value"])  # registry-assigned ids, both versions
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(lane.landing.dir / rng.file)
+    langs = t.column("language").to_pylist()
+    assert langs[0::2] == ["en"] * 50  # v1 records read with today's contract: the default
+    assert set(langs[1::2]) <= {"en", "de", "fr", "es"}
+    assert set(t.column("_schema_id").to_pylist()) == set(lane.ids[f"{lane.topic}-value"])
+
+
+def test_an_incompatible_contract_change_is_refused_by_the_registry(lane, tmp_path):
+    spec = schemas.subject_for_topic(lane.topic, lane.schema_dir)
+    bad = json.loads(spec.schema_str())
+    bad["fields"].append({"name": "region", "type": "string"})  # no default: old records cannot be read
+    (lane.schema_dir / "ticket_event.v3.avsc").write_text(json.dumps(bad))
+    doc = json.loads((lane.schema_dir / "subjects.yaml").read_text())
+    doc[f"{lane.topic}-value"]["versions"].append("ticket_event.v3.avsc")
+    (lane.schema_dir / "subjects.yaml").write_text(json.dumps(doc))
+    problems = schemas.check_against(lane.registry, lane.schema_dir)
+    assert len(problems) == 1
+    assert "ticket_event.v3.avsc" in problems[0]
+    assert "BACKWARD" in problems[0]
+    with pytest.raises(schemas.SchemaContractError, match="region"):
+        schemas.register_all(lane.registry, lane.schema_dir)
+    assert schemas.client(lane.registry).get_versions(f"{lane.topic}-value") == [1, 2]  # nothing registered
+
+
+def test_mlp_schemas_check_refuses_an_incompatible_change_before_deploy(tmp_path, settings):
+    """The CI step: the repository's contracts pass; an incompatible edit fails, naming subject and field."""
+    import shutil
+    import sys
+
+    from mlplatform.config.settings import REPO_ROOT
+
+    ok = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "schemas", "check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "schemas"
+    shutil.copytree(schemas.SCHEMA_DIR, broken)
+    v2 = json.loads((broken / "ticket_event.v2.avsc").read_text())
+    next(f for f in v2["fields"] if f["name"] == "priority")["type"] = "string"  # int -> string: incompatible
+    (broken / "ticket_event.v2.avsc").write_text(json.dumps(v2))
+    bad = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "schemas", "check", "--schema-dir", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    text = " ".join((bad.stdout + bad.stderr).split())
+    assert bad.returncode == 1, text
+    assert "support.tickets-value" in text
+    assert "priority" in text
+
+
+def test_every_poison_class_goes_to_the_dlq_once_with_its_reason_and_the_alert_fires(lane):
+    good = lane.tickets(30, seed=10)
+    bad = {kind: poison.poison_value(kind, good[0][1], lane.foreign(good[0][1])) for kind in poison.KINDS}
+    lane.produce([*good[:15], *((k.encode(), v) for k, v in bad.items()), (b"tomb", None), *good[15:]])
+    with pytest.raises(DeadLetterAlert) as alert:  # 5 of 35 records is 14%: over the 5% default
+        lane.ingest("poison")
+    message = str(alert.value)
+    for kind in ("bad_magic", "unknown_schema_id", "bad_body", "wrong_subject", "tombstone"):
+        assert kind in message
+    assert "5 of 35 records" in message
+    # committed before the alert: a retry lands nothing new and dead-letters nothing twice
+    with pytest.raises(DeadLetterAlert):
+        lane.ingest("poison")
+    dead = {d["key"]: d for d in lane.dead_letters()}
+    assert len(dead) == 5
+    for kind, decode_kind in poison.KINDS.items():
+        assert dead[kind.encode()]["kind"] == decode_kind
+        assert dead[kind.encode()]["reason"]
+    assert dead[b"tomb"]["kind"] == "tombstone"
+    assert "registered under support.outcomes-value" in dead[b"wrong_subject"]["reason"]
+    assert lane.ingest("poison", dlq_max_share=0.5)["dead_lettered"] == 5
+    counts = lane.assert_exactly_once()
+    assert counts == {"on_topic": 35, "landed": 30, "dead_lettered": 5}
+
+
+def test_records_zero_with_a_non_empty_dlq_is_never_green(lane):
+    lane.produce([(b"k", b"not avro at all")])
+    with pytest.raises(DeadLetterAlert, match="1 of 1 records"):
+        lane.ingest("only-poison", dlq_max_share=1.0)
+
+
+def test_two_runs_at_once_never_land_a_range_twice(lane):
+    lane.produce(_poisoned(lane, 30_000, seed=11, rate=0.005))
+    args = ("--chunk-records", "1000", "--row-group-records", "500")
+    procs = [
+        subprocess.Popen(  # noqa: S603
+            lane.cli(*args, "--run-id", f"twin-{i}"),
+            env=lane.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    codes = [p.wait(timeout=600) for p in procs]
+    final = lane.run_cli(*args, "--run-id", "after-twins")
+    assert final.returncode == 0, (codes, final.stderr[-2000:])
+    lane.assert_exactly_once()

@@ -21,6 +21,7 @@ and aborted records of upstream transactional producers never stall it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -161,10 +162,26 @@ class _Txn:
         self.job = job
         self.consumer = consumer
         self.producer = Producer(producer_conf(job))
-        self.producer.init_transactions(30)
+        # init_transactions fences (and aborts the open transaction of) any earlier producer of this
+        # partition. It waits on the transaction coordinator, so it runs while the first records are read;
+        # nothing is dead-lettered or committed before it has finished.
+        self._init_error: BaseException | None = None
+        self._init = threading.Thread(target=self._init_transactions, name="init-transactions", daemon=True)
+        self._init.start()
         self.open = False
         self.errors: list[str] = []
         self.dlq_topic = job.topic + DLQ_SUFFIX
+
+    def _init_transactions(self) -> None:
+        try:
+            self.producer.init_transactions(30)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by ready() in the worker's thread
+            self._init_error = exc
+
+    def ready(self) -> None:
+        self._init.join()
+        if self._init_error is not None:
+            raise IngestError(f"could not start the transactional producer: {self._init_error}") from self._init_error
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -172,6 +189,7 @@ class _Txn:
 
     def dead_letter(self, msg: Any, err: DecodeError) -> None:
         if not self.open:
+            self.ready()
             self.producer.begin_transaction()
             self.open = True
         headers = list(msg.headers() or [])
@@ -202,6 +220,7 @@ class _Txn:
         """Commit the open transaction's DLQ records together with the group's offset ``next_offset``."""
         from confluent_kafka import KafkaException, TopicPartition
 
+        self.ready()
         try:
             if not self.open:
                 self.producer.begin_transaction()
@@ -224,6 +243,7 @@ class _Txn:
             ) from exc
 
     def abort(self) -> None:
+        self._init.join()
         if self.open:
             try:
                 self.producer.abort_transaction(30)

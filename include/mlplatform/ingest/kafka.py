@@ -183,29 +183,51 @@ class IngestResult:
         return asdict(self)
 
 
-def _run_workers(jobs: list[PartitionJob], workers: int) -> list[dict[str, Any]]:
-    """Run the partition jobs in one worker process that forks a child per partition (see worker.py)."""
-    from mlplatform.ingest.worker import die_with_parent, spec_of
+def split_budget(budget: int, lag: dict[int, int]) -> dict[int, int]:
+    """Share a record budget between partitions in proportion to their lag, exactly (largest remainder)."""
+    total = sum(lag.values())
+    if total <= budget:
+        return dict(lag)
+    exact = {p: budget * n / total for p, n in lag.items()}
+    shares = {p: math.floor(x) for p, x in exact.items()}
+    for p in sorted(exact, key=lambda q: exact[q] - shares[q], reverse=True)[: budget - sum(shares.values())]:
+        shares[p] += 1
+    return shares
 
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "mlplatform.ingest.worker"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-    )
-    try:
-        out, _ = proc.communicate(spec_of(jobs, workers).encode())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    lines = out.decode().strip().splitlines()
-    report = json.loads(lines[-1]) if lines else {}
-    if proc.returncode != 0 or report.get("errors") or "results" not in report:
-        why = "; ".join(report.get("errors") or [f"the worker process exited with {proc.returncode}"])
-        raise IngestError(f"ingest failed for some partitions (what others committed stays committed): {why}")
-    results: list[dict[str, Any]] = report["results"]
-    return results
+
+class _Workers:
+    """The worker process (see worker.py), started before the parent plans the run so that its imports
+    overlap the parent's metadata calls; ``run`` hands it the jobs and collects the results."""
+
+    def __init__(self) -> None:
+        from mlplatform.ingest.worker import die_with
+
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "mlplatform.ingest.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            preexec_fn=die_with(os.getpid()),  # noqa: PLW1509 - prctl only, no locks taken
+        )
+
+    def run(self, jobs: list[PartitionJob], workers: int) -> list[dict[str, Any]]:
+        from mlplatform.ingest.worker import spec_of
+
+        try:
+            out, _ = self.proc.communicate(spec_of(jobs, workers).encode())
+        finally:
+            self.close()
+        lines = out.decode().strip().splitlines()
+        report = json.loads(lines[-1]) if lines else {}
+        if self.proc.returncode != 0 or report.get("errors") or "results" not in report:
+            why = "; ".join(report.get("errors") or [f"the worker process exited with {self.proc.returncode}"])
+            raise IngestError(f"ingest failed for some partitions (what others committed stays committed): {why}")
+        results: list[dict[str, Any]] = report["results"]
+        return results
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def ingest(
@@ -222,21 +244,61 @@ def ingest(
     dlq_max_share: float = 0.05,
     chunk_records: int = 500_000,
     row_group_records: int = 50_000,
+    schema_dir: Path | None = None,
 ) -> IngestResult:
     """Land what is on ``topic`` beyond the group's position, exactly once, within the budget."""
-    from confluent_kafka import TopicPartition
+    started = time.monotonic()
+    spec = subject_for_topic(topic, schema_dir)
+    pool = _Workers() if parallelism != 1 else None
+    try:
+        return _ingest(
+            topic,
+            run_id,
+            spec,
+            pool,
+            kafka,
+            registry,
+            group,
+            landing_root,
+            max_records,
+            max_seconds,
+            parallelism,
+            dlq_max_share,
+            chunk_records,
+            row_group_records,
+            started,
+        )
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _ingest(
+    topic: str,
+    run_id: str,
+    spec: SubjectSpec,
+    pool: _Workers | None,
+    kafka: dict[str, Any],
+    registry: RegistryConfig,
+    group: str,
+    landing_root: Path,
+    max_records: int | None,
+    max_seconds: float | None,
+    parallelism: int,
+    dlq_max_share: float,
+    chunk_records: int,
+    row_group_records: int,
+    started: float,
+) -> IngestResult:
+    from confluent_kafka import Consumer, TopicPartition
 
     from mlplatform.ingest.consume import consumer_conf
 
-    started = time.monotonic()
-    spec = subject_for_topic(topic)
     n_parts = ensure_dlq(kafka, topic)
     landing = Landing(landing_root, topic)
 
     # Lag per partition, to share the record budget and skip idle partitions.
     probe_job = PartitionJob(topic, 0, group, kafka, {}, spec.name, "", str(landing_root), run_id)
-    from confluent_kafka import Consumer
-
     probe = Consumer(consumer_conf(probe_job))
     try:
         tps = [TopicPartition(topic, p) for p in range(n_parts)]
@@ -254,13 +316,13 @@ def ingest(
         probe.close()
 
     busy = sorted(visit)
-    total_lag = sum(lag.values())
+    shares = split_budget(max_records, {p: lag[p] for p in busy}) if max_records else {}
     deadline = time.time() + max_seconds if max_seconds else None
     jobs = []
     for p in busy:
-        share = None
-        if max_records:
-            share = max(1, math.ceil(max_records * lag[p] / total_lag)) if total_lag else max_records
+        share = shares.get(p) if max_records else None
+        if share == 0 and lag[p] > 0:
+            continue  # no budget left for it in this run: the next run takes it
         jobs.append(
             PartitionJob(
                 topic=topic,
@@ -281,10 +343,10 @@ def ingest(
     # One process per partition (up to twice the cores): whole partitions cannot be split between
     # processes, so fewer processes than partitions leaves one of them with twice the work.
     workers = parallelism or min(len(jobs), 2 * (os.cpu_count() or 1))
-    if len(jobs) <= 1 or workers <= 1:
+    if pool is None or len(jobs) <= 1 or workers <= 1:
         results = [ingest_partition(j).to_dict() for j in jobs]
     else:
-        results = _run_workers(jobs, workers)
+        results = pool.run(jobs, workers)
 
     # The run's totals come from the manifest, so a retry of the same run reports (and validates) what its
     # earlier attempts landed too.

@@ -11,6 +11,7 @@ Logs go to stderr, so into the task log.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -26,8 +27,10 @@ from mlplatform.ingest.consume import PartitionJob, ingest_partition
 log = logging.getLogger(__name__)
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux; a no-op elsewhere). ``parent``
+    is the pid the parent had before forking: if it died before prctl took effect, this process has been
+    re-parented already (to pid 1 or to a subreaper) and exits at once."""
     import ctypes
 
     try:
@@ -35,8 +38,13 @@ def die_with_parent() -> None:
     except OSError:
         return
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if parent is not None and os.getppid() != parent:
         os._exit(1)
+
+
+def die_with(parent: int) -> Any:
+    """A preexec_fn for subprocess: the child dies with ``parent`` (this process)."""
+    return lambda: die_with_parent(parent)
 
 
 def _warm_up() -> None:
@@ -50,10 +58,14 @@ def _warm_up() -> None:
     from mlplatform.ingest import schemas  # noqa: F401
 
     pa.array(["warm"])
+    # Move everything imported so far out of the garbage collector's reach: a child's collections then
+    # never write to (and so never copy) the pages it shares with this process.
+    gc.collect()
+    gc.freeze()
 
 
-def _child(job: PartitionJob, out: Path) -> int:
-    die_with_parent()
+def _child(job: PartitionJob, out: Path, parent: int) -> int:
+    die_with_parent(parent)
     try:
         payload: dict[str, Any] = {"result": ingest_partition(job).to_dict()}
         code = 0
@@ -66,7 +78,6 @@ def _child(job: PartitionJob, out: Path) -> int:
 
 def run_jobs(jobs: list[PartitionJob], parallelism: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Fork a child per job, at most ``parallelism`` at a time; collect results and errors."""
-    _warm_up()
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     pending = list(jobs)
@@ -78,11 +89,12 @@ def run_jobs(jobs: list[PartitionJob], parallelism: int) -> tuple[list[dict[str,
                 out = Path(tmp) / f"{job.partition}.json"
                 sys.stdout.flush()
                 sys.stderr.flush()
+                me = os.getpid()
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - the child
                     code = 1
                     try:
-                        code = _child(job, out)
+                        code = _child(job, out, me)
                     finally:
                         logging.shutdown()
                         os._exit(code)
@@ -109,7 +121,7 @@ def _status(status: int) -> str:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    die_with_parent()
+    _warm_up()  # while the parent is still asking the broker what there is to do
     spec = json.loads(sys.stdin.read())
     jobs = [PartitionJob(**j) for j in spec["jobs"]]
     results, errors = run_jobs(jobs, int(spec.get("parallelism", len(jobs))))

@@ -75,6 +75,7 @@ def ingest_topic(
     landing: Path | None = None,
     chunk_records: int = 500_000,
     row_group_records: int = 50_000,
+    schema_dir: Path | None = None,
 ) -> dict[str, Any]:
     """One bounded, exactly-once ingest of ``topic`` into its landing zone (what the DAG task and
     ``mlp ingest`` run). Raises DeadLetterAlert, after committing, when the DLQ share passes the bound."""
@@ -95,6 +96,7 @@ def ingest_topic(
         dlq_max_share=dlq_max_share,
         chunk_records=chunk_records,
         row_group_records=row_group_records,
+        schema_dir=schema_dir,
     )
     return result.to_dict()
 
