@@ -1,3 +1,5 @@
--- One PostgreSQL for the Airflow metadata DB, the MLflow backend store and the Feast SQL registry.
+-- One PostgreSQL for the Airflow metadata DB, the MLflow backend store, the Feast SQL registry and the
+-- schema registry's storage.
 CREATE DATABASE mlflow;
 CREATE DATABASE feast;
+CREATE DATABASE registry;

@@ -54,3 +54,28 @@ def test_dag_parse_bench_smoke(tmp_path):
         assert entry["ratio_vs_peer"] == pytest.approx(entry["seconds"] / report["peer"]["seconds"]), name
     assert res.returncode == (1 if report["over_budget"] else 0)
     assert res.stdout.strip().splitlines()[-1].startswith(f"dag_parse: {len(dag_files)} files")
+
+
+def test_ingest_bench_smoke(tmp_path, stack):
+    """Both sides land the same 20k records from the session stack's broker and registry (the bench leaves
+    services it found running alone); the ratio is printed, never judged here."""
+    out = tmp_path / "ingest.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ingest.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (size,) = report["sizes"]
+    assert size["events"] == 20_000
+    for side in ("this_project", "peer_raw_consumer"):
+        assert size[side]["events_per_s"] > 0, side
+        assert size[side]["peak_pss_mb"] > 0, side
+    assert size["speedup"] == pytest.approx(
+        size["this_project"]["events_per_s"] / size["peer_raw_consumer"]["events_per_s"], rel=0.02
+    )
+    assert res.stdout.strip().splitlines()[-1].startswith("ingest [smoke]: 20,000 events")

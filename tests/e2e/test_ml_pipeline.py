@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -12,6 +14,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from mlplatform.ingest.watch import ingestion_lag
+from mlplatform.pipeline import stages
 from mlplatform.stack.airflow_api import AirflowClient
 from mlplatform.stack.services import BIN, airflow_env
 
@@ -41,14 +45,16 @@ def test_ml_pipeline_runs_kafka_to_served_prediction(client, settings):
     before = _champion(mlflow, settings.model_name)
     before_metric = mlflow.get_run(before.run_id).data.metrics.get("eval_roc_auc") if before else None
     seed = uuid.uuid4().int % 9000
-    run_id = client.trigger("ml_pipeline", {"events": 400, "seed": seed, "max_steps": 6, "batch_size": 16})
+    # schema_version 2: the evolved contract, after v1 events landed by earlier tests: both flow to a model
+    conf = {"events": 400, "seed": seed, "max_steps": 6, "batch_size": 16, "schema_version": 2}
+    run_id = client.trigger("ml_pipeline", conf)
     state = client.wait_for_run("ml_pipeline", run_id, timeout=1500)
     states = client.task_states("ml_pipeline", run_id)
     assert state == "success", states
     assert set(states.values()) == {"success"}
 
     produced = client.xcom("ml_pipeline", run_id, "produce")
-    assert produced == {"tickets": 400, "outcomes": 400}
+    assert (produced["tickets"], produced["outcomes"]) == (400, 400), produced
     snapshot = client.xcom("ml_pipeline", run_id, "training_snapshot")
     assert snapshot["rows"] >= 400
     decision = client.xcom("ml_pipeline", run_id, "register")
@@ -152,3 +158,36 @@ def test_mlp_airflow_passthrough_rejects_bad_conf_naming_the_field(client):
     )
     assert out.returncode != 0
     assert "batch_size" in out.stdout + out.stderr
+
+
+def _asset_triggered_runs(client: AirflowClient, since: datetime) -> list[dict]:
+    runs = client.request("GET", "/dags/ingest_events/dagRuns", params={"order_by": "-run_after", "limit": 50})
+    return [
+        r
+        for r in runs["dag_runs"]
+        if r["run_type"] == "asset_triggered" and datetime.fromisoformat(r["run_after"]) >= since
+    ]
+
+
+@pytest.mark.timeout(900)
+def test_new_events_wake_ingest_events_through_the_kafka_watcher(client, settings):
+    """No trigger and no schedule: events on the topics alone start ingest_events (AssetWatcher on Kafka),
+    which lands them, so the ingestion group ends with no lag."""
+    kafka = {"bootstrap.servers": settings.kafka_bootstrap}
+    since = datetime.now(UTC)
+    produced = stages.produce_events(events=120, seed=uuid.uuid4().int % 9000)
+    assert (produced["tickets"], produced["outcomes"]) == (120, 120), produced
+    deadline = time.monotonic() + 600
+    runs: list[dict] = []
+    while time.monotonic() < deadline:
+        runs = _asset_triggered_runs(client, since)
+        lag = {
+            t: ingestion_lag(kafka, t, settings.consumer_group)
+            for t in (settings.tickets_topic, settings.outcomes_topic)
+        }
+        if runs and all(r["state"] in ("success", "failed") for r in runs) and not any(lag.values()):
+            break
+        time.sleep(3)
+    assert runs, "no asset-triggered ingest_events run after producing"
+    assert {r["state"] for r in runs} == {"success"}, runs
+    assert not any(lag.values()), lag

@@ -221,6 +221,12 @@ def test_avro_serializer_records_of_v1_and_v2_land_together(lane):
     assert langs[0::2] == ["en"] * 50  # v1 records read with today's contract: the default
     assert set(langs[1::2]) <= {"en", "de", "fr", "es"}
     assert set(t.column("_schema_id").to_pylist()) == set(lane.ids[f"{lane.topic}-value"])
+    # and the mixed batch passes the tickets' GX gate, so the evolution flows on to the features
+    from mlplatform.validation.suites import read_files, validate_dataframe
+
+    report = validate_dataframe(read_files([lane.landing.dir / rng.file]), "support.tickets")
+    assert report.success, report.summary()
+    assert report.rows == 100
 
 
 def test_an_incompatible_contract_change_is_refused_by_the_registry(lane, tmp_path):

@@ -17,6 +17,7 @@ def test_every_service_is_healthy_and_status_says_so(stack):
         "postgres",
         "redis",
         "kafka",
+        "schema-registry",
         "mlflow",
         "airflow-api-server",
         "airflow-scheduler",
@@ -28,7 +29,7 @@ def test_every_service_is_healthy_and_status_says_so(stack):
         [sys.executable, "-m", "mlplatform.cli", "status"], capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("healthy") >= 8
+    assert out.stdout.count("healthy") >= 9
 
 
 def test_up_again_is_idempotent(stack):
@@ -43,8 +44,12 @@ def test_airflow_requires_login_and_has_provisioned_settings(stack, settings):
     pools = {p["name"]: p["slots"] for p in client.request("GET", "/pools")["pools"]}
     assert pools["gpu_local"] == len(local_gpus())  # sized from NVML; 0 on a CPU machine
     assert pools["cpu_train"] == 1
+    # one lane per ingested topic: a backlog on one topic never holds the other's ingestion
+    assert pools[f"ingest_{settings.tickets_topic}"] == 1
+    assert pools[f"ingest_{settings.outcomes_topic}"] == 1
     conns = {c["connection_id"] for c in client.request("GET", "/connections")["connections"]}
     assert {"kafka_default", "spark_default", "mlflow_default", "postgres_default", "redis_default"} <= conns
+    assert {"schema_registry_default", "kafka_watch"} <= conns
     variables = {v["key"] for v in client.request("GET", "/variables")["variables"]}
     assert "mlp_model_name" in variables
 

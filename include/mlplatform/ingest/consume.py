@@ -77,6 +77,44 @@ def kafka_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return call(*args, **kwargs)
 
 
+class StuckClientError(IngestError):
+    """A librdkafka call did not return within its own timeout (the client is unusable from then on)."""
+
+
+# librdkafka ignores the timeout of a coordinator request when the coordinator goes away mid-call
+# (confluentinc/librdkafka#5456, #5511, open): send_offsets_to_transaction can then block for ever after a
+# broker restart. Every blocking transactional call runs under this grace on top of its own timeout; past
+# it the worker gives up on the client and fails its partition, which is safe by construction (the same as
+# a kill -9 there: the next attempt's producer fences and aborts the transaction, and resumes from the
+# manifest). An Airflow retry then completes.
+STUCK_GRACE_S = 15.0
+
+
+def bounded(what: str, timeout: float, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a helper thread; StuckClientError when it has not returned after ``timeout`` plus
+    the grace. The stuck thread is a daemon: it dies with the worker process, which exits right after."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, name=what, daemon=True)
+    thread.start()
+    thread.join(timeout + STUCK_GRACE_S)
+    if thread.is_alive():
+        raise StuckClientError(
+            f"{what} did not return within {timeout + STUCK_GRACE_S:.0f} s although given {timeout:.0f} s "
+            "(the broker or its coordinator went away mid-call); the partition's transaction is left open, "
+            "to be aborted by the next attempt"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 @dataclass(frozen=True)
 class PartitionJob:
     """Everything one partition worker needs (JSON-serialisable: it crosses a process boundary)."""
@@ -169,6 +207,7 @@ class _Txn:
         self._init = threading.Thread(target=self._init_transactions, name="init-transactions", daemon=True)
         self._init.start()
         self.open = False
+        self.stuck = False  # a call hung past its timeout: the producer must not be touched again
         self.errors: list[str] = []
         self.dlq_topic = job.topic + DLQ_SUFFIX
 
@@ -179,7 +218,10 @@ class _Txn:
             self._init_error = exc
 
     def ready(self) -> None:
-        self._init.join()
+        self._init.join(30 + STUCK_GRACE_S)
+        if self._init.is_alive():
+            self.stuck = True
+            raise StuckClientError("init_transactions did not return: the transaction coordinator is unreachable")
         if self._init_error is not None:
             raise IngestError(f"could not start the transactional producer: {self._init_error}") from self._init_error
 
@@ -228,14 +270,18 @@ class _Txn:
             self.producer.flush(60)
             if self.errors:
                 raise IngestError(f"dead-letter writes to {self.dlq_topic} failed: {self.errors[:3]}")
-            self.producer.send_offsets_to_transaction(
+            bounded(
+                "send_offsets_to_transaction",
+                30,
+                self.producer.send_offsets_to_transaction,
                 [TopicPartition(self.job.topic, self.job.partition, next_offset)],
                 self.consumer.consumer_group_metadata(),
                 30,
             )
-            self.producer.commit_transaction(60)
+            bounded("commit_transaction", 60, self.producer.commit_transaction, 60)
             self.open = False
         except (KafkaException, IngestError) as exc:
+            self.stuck = self.stuck or isinstance(exc, StuckClientError)
             self.abort()
             raise IngestError(
                 f"{self.job.topic}/{self.job.partition}: the transaction committing offset {next_offset} failed "
@@ -243,13 +289,14 @@ class _Txn:
             ) from exc
 
     def abort(self) -> None:
-        self._init.join()
-        if self.open:
+        self._init.join(30 + STUCK_GRACE_S)
+        if self.open and not self.stuck and not self._init.is_alive():
             try:
-                self.producer.abort_transaction(30)
-            except Exception:  # noqa: BLE001 - a fenced or failed producer cannot abort: the broker will
+                bounded("abort_transaction", 30, self.producer.abort_transaction, 30)
+            except Exception:  # noqa: BLE001 - a fenced, failed or stuck producer cannot abort: the next
+                # attempt's init_transactions (or the broker's transaction timeout) aborts it
                 log.warning("could not abort the transaction of %s/%s", self.job.topic, self.job.partition)
-            self.open = False
+        self.open = False
 
 
 class _ChunkWriter:
@@ -448,7 +495,10 @@ def ingest_partition(job: PartitionJob, lookup: SchemaLookup | None = None) -> P
             txn.abort()
         raise
     finally:
-        consumer.close()
+        try:
+            bounded("consumer.close", 30, consumer.close)
+        except StuckClientError:
+            log.warning("%s/%s: the consumer did not close; the worker exits anyway", job.topic, job.partition)
 
 
 def _sum_dead(ranges: list[dict[str, Any]]) -> Counter[str]:

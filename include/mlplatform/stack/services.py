@@ -365,6 +365,16 @@ def _kafka(s: Settings) -> Service:
         except Exception:  # noqa: BLE001 - any client error means "not healthy yet"
             return False
 
+    def create_topics() -> None:
+        """The contract topics and their DLQs exist from the start: the AssetWatcher subscribes to them
+        before anything is produced (a consumer never creates a topic)."""
+        from mlplatform.ingest.kafka import DLQ_SUFFIX, ensure_topics
+        from mlplatform.ingest.schemas import load_subjects
+
+        topics = {spec.topic: 3 for spec in load_subjects(s.schema_dir).values()}
+        ensure_topics({"bootstrap.servers": s.kafka_bootstrap}, topics)
+        ensure_topics({"bootstrap.servers": s.kafka_bootstrap}, {t + DLQ_SUFFIX: n for t, n in topics.items()})
+
     return Service(
         name="kafka",
         ports=[s.kafka_port, s.kafka_controller_port],
@@ -382,6 +392,7 @@ def _kafka(s: Settings) -> Service:
         health=health,
         url=s.kafka_bootstrap,
         prepare=prepare,
+        after_start=create_topics,
     )
 
 
