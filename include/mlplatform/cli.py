@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mlplatform.config.settings import get_settings
@@ -48,7 +49,7 @@ def up(
 
             stack.up(report, only=only.split(",") if only else None)
     except (PortInUseError, ServiceError) as exc:
-        console.print(f"[red]mlp up failed:[/] {exc}")
+        console.print(f"[red]mlp up failed:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     console.print(f"stack up in {time.monotonic() - started:.0f}s")
     _print_urls(show_password=first_login)
@@ -183,7 +184,7 @@ def ingest(
             row_group_records=row_group_records,
         )
     except DeadLetterAlert as exc:
-        console.print(f"[red]dead-letter alert:[/] {exc}")
+        console.print(f"[red]dead-letter alert:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
     sys.stdout.write(json.dumps(result) + "\n")
 
@@ -232,7 +233,7 @@ def schemas_check(
     except schemas.SchemaContractError as exc:
         problems = [str(exc)]
     for p in problems:
-        console.print(f"[red]refused:[/] {p}")
+        console.print(f"[red]refused:[/] {escape(p)}")
     if problems:
         raise typer.Exit(1)
     console.print("[green]all data contracts are compatible[/]")
@@ -249,7 +250,7 @@ def schemas_register(
     try:
         console.print_json(data=schemas.register_all(cfg))
     except schemas.SchemaContractError as exc:
-        console.print(f"[red]refused:[/] {exc}")
+        console.print(f"[red]refused:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
 
 

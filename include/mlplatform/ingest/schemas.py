@@ -124,8 +124,34 @@ def client(cfg: RegistryConfig) -> Any:
     return SchemaRegistryClient(cfg.client_conf())
 
 
-def _refusal(exc: Exception) -> str:
-    return getattr(exc, "error_message", None) or str(exc)
+def field_path(schema: Any, pointer: str) -> str | None:
+    """The dotted field name a registry's JSON pointer into ``schema`` names: ``/fields/4/type`` of the
+    ticket contract is ``priority``. None when the pointer does not lead through named fields."""
+    node, names = schema, []
+    for token in pointer.strip("/").split("/"):
+        if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+            if isinstance(node, dict) and "name" in node and "type" in node:
+                names.append(str(node["name"]))
+        elif isinstance(node, dict) and token in node:
+            node = node[token]
+        else:
+            break
+    return ".".join(names) or None
+
+
+def _refusal(exc: Exception, schema_str: str) -> str:
+    """The registry's reason, with each JSON pointer it gives (``at /fields/4/type``) named as a field."""
+    import re
+
+    text = getattr(exc, "error_message", None) or str(exc)
+    schema = json.loads(schema_str)
+
+    def name(m: re.Match[str]) -> str:
+        field = field_path(schema, m.group(1))
+        return f"{m.group(0)} (field {field!r})" if field else m.group(0)
+
+    return re.sub(r"at (/[\w/]+)", name, text)
 
 
 def register_subject(sr: Any, spec: SubjectSpec) -> list[int]:
@@ -143,7 +169,7 @@ def register_subject(sr: Any, spec: SubjectSpec) -> list[int]:
             if exc.http_status_code == 409:
                 raise SchemaContractError(
                     f"the registry refused {path.name} (version {number} of subject {spec.name}) under "
-                    f"{spec.compatibility} compatibility: {_refusal(exc)}"
+                    f"{spec.compatibility} compatibility: {_refusal(exc, spec.schema_str(number))}"
                 ) from None
             raise
     return ids

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlplatform.ingest import poison
+from mlplatform.ingest import poison, schemas
 from mlplatform.ingest.avro import ColumnDecoder, DecodeError
 from mlplatform.ingest.schemas import SchemaContractError, load_subjects, subject_for_topic
 
@@ -67,3 +67,13 @@ def test_interleave_is_seeded_and_cycles_the_classes():
     assert a == b
     assert len(a) == 108
     assert counts == dict.fromkeys(poison.KINDS, 2)
+
+
+def test_a_registry_pointer_is_named_as_the_field_it_points_at():
+    spec = schemas.load_subjects(schemas.SCHEMA_DIR)["support.tickets-value"]
+    schema = json.loads(spec.schema_str())
+    index = next(i for i, f in enumerate(schema["fields"]) if f["name"] == "priority")
+    assert schemas.field_path(schema, f"/fields/{index}/type") == "priority"
+    nested = {"type": "record", "name": "R", "fields": [{"name": "a", "type": schema}]}
+    assert schemas.field_path(nested, f"/fields/0/type/fields/{index}/type") == "a.priority"
+    assert schemas.field_path(schema, "/name") is None
