@@ -12,16 +12,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_train_gpu_bench_smoke(tmp_path):
-    out = tmp_path / "train_gpu.json"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "train_gpu.py"), "--smoke", "--out", str(out)],
+def _bench(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` as a user would, from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
-        timeout=900,
+        timeout=timeout,
     )
+
+
+def test_train_gpu_bench_smoke(tmp_path):
+    out = tmp_path / "train_gpu.json"
+    res = _bench("train_gpu.py", "--smoke", "--out", str(out), timeout=900)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     report = json.loads(out.read_text())
     for key in ("this_program_bert_base", "this_program_minilm", "peer_hf_trainer_defaults"):
@@ -35,14 +40,7 @@ def test_dag_parse_bench_smoke(tmp_path):
     """One fresh interpreter per file: the report covers every DAG file and the empty-DAG peer. Timings are
     the bench's business, so the budget is not judged here; only that the exit status agrees with the report."""
     out = tmp_path / "dag_parse.json"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "dag_parse.py"), "--repeat", "1", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=600,
-    )
+    res = _bench("dag_parse.py", "--repeat", "1", "--out", str(out), timeout=600)
     assert res.returncode in (0, 1), res.stdout[-2000:] + res.stderr[-3000:]
     report = json.loads(out.read_text())
     dag_files = sorted(p.name for p in (ROOT / "dags").glob("*.py"))
@@ -60,14 +58,7 @@ def test_ingest_bench_smoke(tmp_path, stack):
     """Both sides land the same 20k records from the session stack's broker and registry (the bench leaves
     services it found running alone); the ratio is printed, never judged here."""
     out = tmp_path / "ingest.json"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "ingest.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-        timeout=600,
-    )
+    res = _bench("ingest.py", "--smoke", "--out", str(out), timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     report = json.loads(out.read_text())
     (size,) = report["sizes"]
