@@ -13,9 +13,11 @@ leaves a half-written table behind:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -79,14 +81,17 @@ def validated_files(root: str) -> list[str]:
 
 
 def _write_atomic(df: DataFrame, out: str) -> None:
+    """Write beside ``out`` under a name of this job's own, then swap it in under a lock: two jobs at once
+    (a build_features run and a manual submit, say) each publish a whole table, the last one wins."""
     target = Path(out)
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:12]}")
     df.coalesce(1).write.mode("overwrite").parquet(str(tmp))
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.replace(old)
-    tmp.replace(target)
+    old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:12]}")
+    with open(target.with_name(f".{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            target.replace(old)
+        tmp.replace(target)
     shutil.rmtree(old, ignore_errors=True)
 
 

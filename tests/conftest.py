@@ -104,5 +104,8 @@ def stack(settings):  # type: ignore[no-untyped-def]
             raise
         os.environ["MLP_POSTGRES_PASSWORD"] = settings.pg_password()
         yield st
+        from mlplatform.ingest.watch import close_consumers
+
+        close_consumers()  # before the broker goes: a live consumer retries a dead broker forever, loudly
         if not keep:
             st.down()

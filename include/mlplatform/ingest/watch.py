@@ -36,6 +36,12 @@ def ingestion_lag(kafka: dict[str, Any], topic: str, group: str) -> int:
     return lag
 
 
+def close_consumers() -> None:
+    """Close the consumers ``ingestion_lag`` keeps (a process that outlives the cluster: a test session)."""
+    while _consumers:
+        _consumers.popitem()[1].close()
+
+
 def new_events(message: Any, *, topic: str, group: str, kafka_conn_id: str = "kafka_default") -> dict[str, Any] | None:
     """apply_function of the watcher: an Asset event payload when ingestion is behind on ``topic``."""
     from airflow.sdk import BaseHook
