@@ -11,8 +11,10 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from mlplatform.features import store
+from mlplatform.ingest.consume import IngestError
 from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
 from mlplatform.registry.gate import register_and_gate
@@ -31,8 +33,11 @@ def published(settings, stack):
     kafka = {"bootstrap.servers": settings.kafka_bootstrap}
     for topic in (settings.tickets_topic, settings.outcomes_topic):
         # The stack's own ingest_events (woken by the Kafka watcher) shares the group and may land some or
-        # all of these first: either way nothing is left behind the group, and each range lands once.
-        batch = stages.ingest_topic(topic, run)
+        # all of these first, or collide with this ingest (which then fails, landing nothing twice, and is
+        # retried as an Airflow task would be): in the end nothing is left behind the group.
+        batch = Retrying(
+            retry=retry_if_exception_type(IngestError), stop=stop_after_attempt(5), wait=wait_fixed(3), reraise=True
+        )(stages.ingest_topic, topic, run)
         assert ingestion_lag(kafka, topic, settings.consumer_group) == 0, batch
         stages.validate_batch(batch, run)
     out = subprocess.run(

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     feast_mode: Literal["services", "embedded"] = Field(
         default="services", description="services: PostgreSQL registry + Redis; embedded: file registry + SQLite"
     )
+    feast_project: str = Field(
+        default="mlplatform",
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="Feast project: the namespace of the registry's objects and of the online store's keys",
+    )
     spark_master: str = "local[*]"
     train_device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu_pool: str = "gpu_local"

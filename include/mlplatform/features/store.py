@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +48,12 @@ def get_store(s: Settings | None = None) -> Any:
         name = "feature_store.embedded.yaml"
     else:
         name = "feature_store.yaml" if s.profile == "local" else "feature_store.cluster.yaml"
-    return FeatureStore(repo_path=str(feature_repo(s)), fs_yaml_file=feature_repo(s) / name)
+    from feast.repo_config import load_repo_config
+
+    config = load_repo_config(feature_repo(s), feature_repo(s) / name)
+    if config.project != s.feast_project:  # MLP_FEAST_PROJECT: a namespace of its own (a test, a team)
+        config = config.model_copy(update={"project": s.feast_project})
+    return FeatureStore(repo_path=str(feature_repo(s)), config=config)
 
 
 def definitions(s: Settings) -> ModuleType:
@@ -68,26 +76,140 @@ def apply(s: Settings | None = None) -> list[str]:
     return [o.name for o in objects]
 
 
-def materialize(
-    s: Settings | None = None, end: datetime | None = None, days: int = 60, rebuild: bool = True
-) -> dict[str, Any]:
-    """Load the latest feature values into the online store (Redis).
+def drop_project(s: Settings) -> None:
+    """Remove one Feast project (``s.feast_project``): its online rows, its registry objects and the
+    snapshots of what was materialized, and nothing else.
 
-    The Spark job recomputes whole tables, so a day's row can change after late events arrive while keeping
-    its event timestamp. Feast's Redis writer skips a row whose timestamp equals the stored one, which
-    would leave the stale value online; ``rebuild`` clears each view's online rows first.
+    Not ``FeatureStore.teardown()``: in Feast 0.67 that deletes *every* project in the registry. And the SQL
+    registry's ``delete_project`` leaves the views' version history behind, so a later apply of a project of
+    the same name fails on a duplicate key: that history is deleted here too."""
+    import shutil
+
+    fs = get_store(s)
+    fs._get_provider().teardown_infra(fs.project, fs.list_feature_views(), fs.list_entities())  # noqa: SLF001
+    fs.registry.delete_project(fs.project)
+    engine = getattr(fs.registry, "write_engine", None)
+    if engine is not None:
+        from feast.infra.registry.sql import feature_view_version_history as history
+        from sqlalchemy import delete
+
+        with engine.begin() as conn:
+            conn.execute(delete(history).where(history.c.project_id == fs.project))
+    shutil.rmtree(online_snapshot_path(s, "_").parent, ignore_errors=True)
+
+
+def online_snapshot_path(s: Settings, view: str) -> Path:
+    """What the last materialization wrote online for ``view``: the newest row per entity (Parquet)."""
+    return s.data_dir / "features" / "_online" / s.feast_project / f"{view}.parquet"
+
+
+@contextlib.contextmanager
+def _publish_lock(s: Settings) -> Iterator[None]:
+    """One materialization at a time per store (the online store is written without Feast's timestamp check,
+    so two publishers must not interleave): a PostgreSQL advisory lock on the registry database, released
+    by the server should the holder die; a file lock for the embedded store."""
+    if s.feast_mode == "embedded":
+        (s.home / "feast").mkdir(parents=True, exist_ok=True)
+        with open(s.home / "feast" / ".materialize.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+        return
+    import psycopg2
+
+    conn = psycopg2.connect(s.postgres_dsn("feast", driver="postgresql"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtext('mlplatform.feast.materialize'))")
+        yield
+    finally:
+        conn.close()  # the session's end releases the lock
+
+
+def _online_lost(store: Any, fv: Any, previous: Any, keys: list[str], sample: int = 64) -> bool:
+    """Whether entities the last run wrote are missing online (the store was emptied or replaced since):
+    then the snapshot cannot be trusted and every row is written again."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+
+    rows = previous.sample(min(len(previous), sample), random_state=0)
+    types = {c.name: c.dtype.to_value_type() for c in fv.entity_columns}
+    columns = {k: python_values_to_proto_values(rows[k].tolist(), types[k]) for k in keys}
+    entity_keys = [EntityKey(join_keys=keys, entity_values=[columns[k][i] for k in keys]) for i in range(len(rows))]
+    found = store._get_provider().online_read(store.config, fv, entity_keys)  # noqa: SLF001
+    return any(ts is None for ts, _ in found)
+
+
+def _changed_rows(latest: Any, previous: Any, keys: list[str], columns: list[str]) -> Any:
+    """Rows of ``latest`` that are new, or differ from ``previous`` in the timestamp or any feature."""
+    if previous is None or previous.empty:
+        return latest
+    merged = latest.merge(previous, on=keys, how="left", suffixes=("", "__old"), indicator=True)
+    changed = merged["_merge"] == "left_only"
+    for col in columns:
+        new, old = merged[col], merged[f"{col}__old"]
+        changed |= ~((new == old) | (new.isna() & old.isna()))
+    return latest[changed.to_numpy()]
+
+
+def materialize(
+    s: Settings | None = None, end: datetime | None = None, days: int = 60, full: bool = False
+) -> dict[str, Any]:
+    """Bring the online store up to the offline table, writing only what is new or changed.
+
+    For each online view, Feast's own offline query takes the newest row per entity in the window (its
+    ``created_timestamp_column``, when a source has one, breaks ties of equal event time). Those rows are
+    compared with what the last run wrote (``online_snapshot_path``) and only the difference goes through
+    ``write_to_online_store``. Nothing is deleted first, so a lookup never misses while this runs. The Spark
+    job recomputes a day's row when late events arrive while keeping its event timestamp: Feast's Redis
+    writer skips a row whose timestamp equals the stored one, so the store runs with ``skip_dedup`` (see
+    feature_store.yaml) and the ordering check is ours (one publisher at a time, newest row per entity).
+    ``full`` writes every row (after the online store was lost or emptied). The window is recorded as a
+    materialization interval in the registry, as ``feast materialize`` does.
     """
+    import pandas as pd
+
     s = s or get_settings()
     store = get_store(s)
     end = end or datetime.now(UTC) + timedelta(days=1)
     start = end - timedelta(days=days)
-    if rebuild:
-        online = store._get_provider().online_store  # noqa: SLF001 - Feast exposes no public per-view clear
-        if hasattr(online, "delete_table"):  # Redis; SQLite overwrites rows of equal timestamp anyway
-            for fv in store.list_feature_views():
-                online.delete_table(store.config, fv)
-    store.materialize(start_date=start, end_date=end)
-    return {"start": start.isoformat(), "end": end.isoformat()}
+    offline = store._get_provider().offline_store  # noqa: SLF001 - the provider's offline store, as materialize uses
+    written: dict[str, int] = {}
+    with _publish_lock(s):
+        for fv in store.list_feature_views():
+            if not fv.online:
+                continue
+            src = fv.batch_source
+            keys = [e.name for e in fv.entity_columns]
+            columns = [f.name for f in fv.features]
+            ts = src.timestamp_field
+            latest = offline.pull_latest_from_table_or_query(
+                config=store.config,
+                data_source=src,
+                join_key_columns=keys,
+                feature_name_columns=columns,
+                timestamp_field=ts,
+                created_timestamp_column=src.created_timestamp_column or None,
+                start_date=start,
+                end_date=end,
+            ).to_df()
+            latest = latest[[*keys, ts, *columns]].reset_index(drop=True)
+            snap = online_snapshot_path(s, fv.name)
+            previous = None if full or not snap.exists() else pd.read_parquet(snap)
+            if previous is not None and len(previous) and _online_lost(store, fv, previous, keys):
+                log.warning("%s: rows the last materialization wrote are missing online: writing all", fv.name)
+                previous = None
+            changed = _changed_rows(latest, previous, keys, [ts, *columns])
+            if len(changed):
+                store.write_to_online_store(fv.name, df=changed, allow_registry_cache=False)
+            snap.parent.mkdir(parents=True, exist_ok=True)
+            tmp = snap.with_name(f"{snap.name}.{os.getpid()}.tmp")
+            latest.to_parquet(tmp, index=False)
+            os.replace(tmp, snap)  # after the write: a crash in between only rewrites the same rows next time
+            store.registry.apply_materialization(fv, store.project, start, end)
+            written[fv.name] = len(changed)
+            log.info("materialized %s: %d of %d entities new or changed", fv.name, len(changed), len(latest))
+    return {"start": start.isoformat(), "end": end.isoformat(), "written": written}
 
 
 def training_set(

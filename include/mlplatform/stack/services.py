@@ -263,10 +263,15 @@ def _redis(s: Settings) -> Service:
             s.host,
             "--dir",
             str(s.home / "redis"),
+            # durable: the online store survives `mlp down && mlp up` (and a kill -9, to the last second)
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--appenddirname",
+            "aof",
             "--protected-mode",
             "yes",
         ]
