@@ -15,10 +15,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from mlplatform.features import store
 from mlplatform.ingest.consume import IngestError
+from mlplatform.ingest.landing import Landing
 from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
 from mlplatform.registry.gate import register_and_gate
 from mlplatform.stack.services import BIN, spark_env
+from mlplatform.validation.suites import read_files
 from training.config import load
 from training.loop import train
 
@@ -78,7 +80,9 @@ def test_training_set_is_point_in_time_correct_and_keeps_every_label(settings, p
     df = pd.read_parquet(snap["path"])
     labels = pd.read_parquet(store.labels_path(settings))
     assert len(df) == len(labels) == snap["rows"]
-    tickets = labels[["customer_id", "event_timestamp"]].copy()
+    # every validated ticket counts in the features, labelled or not (its outcome may be pending or rejected)
+    validated = Landing(stages.landing_root(settings), settings.tickets_topic).validated_files()
+    tickets = read_files(validated).drop_duplicates("ticket_id").rename(columns={"created_at": "event_timestamp"})
     # features stamped at the end of day D count tickets up to D: never the ticket's own day or later
     sample = df.dropna(subset=["tickets_30d"]).sample(50, random_state=0)
     for _, row in sample.iterrows():

@@ -55,7 +55,7 @@ class SynthConfig:
     events: int = 5000
     seed: int = 42
     days: int = 30
-    anchor: datetime | None = None  # end of the event window; default: today 00:00 UTC
+    anchor: datetime | None = None  # end of the event window; default: 00:00 UTC three days ago
     schema_version: int = 1  # 2 adds the ticket's `language` (the compatible evolution of the contract)
     late_rate: float = 0.0  # share of tickets that arrive late: their event time lies 2-10 days back
 
@@ -63,7 +63,9 @@ class SynthConfig:
 def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return (tickets, outcomes) in stream order (by time, but for late tickets). Same config -> same events."""
     rng = np.random.default_rng(cfg.seed)
-    anchor = cfg.anchor or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # default: the window ends three days before today, so every outcome (resolved up to 72 h after its
+    # ticket) lies in the past, as real outcomes do (the outcomes suite refuses resolutions from the future)
+    anchor = cfg.anchor or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
     start = anchor - timedelta(days=cfg.days)
     n_customers = max(10, cfg.events // 20)
     frustration = rng.beta(1.2, 3.0, size=n_customers)

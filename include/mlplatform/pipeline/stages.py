@@ -101,6 +101,11 @@ def ingest_topic(
     return result.to_dict()
 
 
+def gx_root(s: Settings) -> Path:
+    """The Great Expectations project: checkpoint results and the Data Docs site (``uncommitted/data_docs``)."""
+    return s.home / "gx"
+
+
 def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None) -> dict[str, Any]:
     """Validate the topic's landed ranges that no batch has claimed yet; raises ValidationFailed (chain stops)."""
     from mlplatform.ingest.kafka import safe_run_id
@@ -109,7 +114,7 @@ def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None
     s = s or get_settings()
     topic = batch["topic"]
     batch_id = f"{safe_run_id(run_id)}.{uuid.uuid4().hex[:8]}"
-    report = validate_topic(landing_root(s), topic, batch_id)
+    report = validate_topic(landing_root(s), topic, batch_id, gx_root=gx_root(s))
     if report is None:
         return {"topic": topic, "batch": None, "rows": 0, "expectations": 0}
     return {"topic": topic, "batch": batch_id, "rows": report.rows, "expectations": report.evaluated}

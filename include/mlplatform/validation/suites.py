@@ -10,10 +10,13 @@ downstream. An empty batch is not a failure.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -36,6 +39,7 @@ class ValidationReport:
     evaluated: int
     failed: list[dict[str, Any]]
     rows: int
+    docs: str = ""  # the run's page in Data Docs (empty when validated without a GX project)
 
     def summary(self) -> str:
         lines = [
@@ -46,15 +50,36 @@ class ValidationReport:
             lines.append(
                 f"  FAILED {f['type']} {f['kwargs']}: unexpected={f.get('unexpected_count')} sample={f.get('sample')}"
             )
+        if self.docs:
+            lines.append(f"  Data Docs: {self.docs}")
         return "\n".join(lines)
 
 
 def load_suite_spec(dataset: str) -> list[dict[str, Any]]:
+    spec: list[dict[str, Any]] = _suite_file(dataset)["expectations"]
+    return spec
+
+
+def _suite_file(dataset: str) -> dict[str, Any]:
     path = SUITE_DIR / f"{dataset}.yaml"
     if not path.exists():
         raise FileNotFoundError(f"no expectation suite for dataset {dataset!r}: add {path}")
-    spec: list[dict[str, Any]] = yaml.safe_load(path.read_text())["expectations"]
-    return spec
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    return doc
+
+
+def suite_parameters(dataset: str, now: datetime | None = None) -> dict[str, Any]:
+    """The values of the suite's ``{$PARAMETER: name}`` arguments for a batch validated at ``now``:
+    ``{days_ago: N}`` becomes the instant N days before (negative: after), as a UTC timestamp."""
+    import pandas as pd
+
+    now = now or datetime.now(UTC)
+    values: dict[str, Any] = {}
+    for name, rule in (_suite_file(dataset).get("parameters") or {}).items():
+        if not isinstance(rule, dict) or set(rule) != {"days_ago"}:
+            raise ValueError(f"suite {dataset!r}: parameter {name!r} must be {{days_ago: <days>}}, got {rule!r}")
+        values[name] = pd.Timestamp(now - timedelta(days=float(rule["days_ago"])))
+    return values
 
 
 def _expectation(entry: dict[str, Any]) -> Any:
@@ -72,20 +97,76 @@ def uri_to_path(uri: str) -> Path:
     return Path(unquote(parsed.path)) if parsed.scheme in ("file", "") else Path(uri)
 
 
-def validate_dataframe(df: Any, dataset: str, uri: str = "") -> ValidationReport:
-    """Run the dataset's suite over a pandas DataFrame."""
+DOCS_SITE = "local_site"
+
+
+@contextlib.contextmanager
+def _project_lock(gx_root: Path | None) -> Iterator[None]:
+    """One validation at a time writes a GX project's stores and Data Docs (its YAML and index are shared)."""
+    if gx_root is None:
+        yield
+        return
+    gx_root.mkdir(parents=True, exist_ok=True)
+    with open(gx_root / ".validate.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _checkpoint(ctx: Any, dataset: str, docs: bool) -> Any:
+    """The dataset's checkpoint: its suite (from the YAML, re-read each time) over an in-memory DataFrame,
+    and, for a project on disk, the action that renders the run into Data Docs."""
+    import great_expectations as gx
+
+    source = ctx.data_sources.add_or_update_pandas("landing")
+    try:
+        asset = source.get_asset(dataset)
+    except LookupError:
+        asset = source.add_dataframe_asset(dataset)
+    try:
+        batch = asset.get_batch_definition("batch")
+    except KeyError:
+        batch = asset.add_batch_definition_whole_dataframe("batch")
+    suite = gx.ExpectationSuite(name=dataset, expectations=[_expectation(e) for e in load_suite_spec(dataset)])
+    suite = ctx.suites.add_or_update(suite)
+    vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=dataset, data=batch, suite=suite))
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs else []
+    return ctx.checkpoints.add_or_update(gx.Checkpoint(name=dataset, validation_definitions=[vd], actions=actions))
+
+
+def validate_dataframe(
+    df: Any,
+    dataset: str,
+    uri: str = "",
+    now: datetime | None = None,
+    gx_root: Path | None = None,
+    run_name: str = "adhoc",
+) -> ValidationReport:
+    """Run the dataset's checkpoint over a pandas DataFrame.
+
+    ``now`` is the clock the suite's time bounds are relative to. With ``gx_root`` the run goes through a GX
+    project on disk there: its result is kept and rendered into the project's Data Docs site, and the
+    report carries the link to the run's page."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
-    ctx = gx.get_context(mode="ephemeral")
-    batch_def = (
-        ctx.data_sources.add_pandas("landing").add_dataframe_asset(dataset).add_batch_definition_whole_dataframe("b")
-    )
-    suite = ctx.suites.add(gx.ExpectationSuite(name=dataset))
-    for entry in load_suite_spec(dataset):
-        suite.add_expectation(_expectation(entry))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{dataset}-check", data=batch_def, suite=suite))
-    result = vd.run(batch_parameters={"dataframe": df})
+    parameters = suite_parameters(dataset, now)
+    with _project_lock(gx_root):
+        if gx_root is None:
+            ctx = gx.get_context(mode="ephemeral")
+        else:
+            ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
+        ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+        checkpoint = _checkpoint(ctx, dataset, docs=gx_root is not None)
+        run = checkpoint.run(
+            batch_parameters={"dataframe": df},
+            expectation_parameters=parameters,
+            run_id=gx.RunIdentifier(run_name=run_name),
+        )
+        key, result = next(iter(run.run_results.items()))
+        docs = ""
+        if gx_root is not None:
+            urls = ctx.get_docs_sites_urls(resource_identifier=key, site_names=[DOCS_SITE])
+            docs = str(urls[0]["site_url"]) if urls else ""
     failed = []
     for r in result.results:
         if not r.success:
@@ -101,7 +182,7 @@ def validate_dataframe(df: Any, dataset: str, uri: str = "") -> ValidationReport
                     "exception": (r.exception_info or {}).get("exception_message"),
                 }
             )
-    return ValidationReport(dataset, uri, bool(result.success), len(result.results), failed, len(df))
+    return ValidationReport(dataset, uri, bool(result.success), len(result.results), failed, len(df), docs)
 
 
 def read_files(files: list[Path]) -> Any:
@@ -114,8 +195,11 @@ def read_files(files: list[Path]) -> Any:
     return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
 
 
-def validate_topic(landing_root: Path, topic: str, batch_id: str) -> ValidationReport | None:
-    """Claim the topic's unvalidated ranges as one batch and validate them with the topic's suite.
+def validate_topic(
+    landing_root: Path, topic: str, batch_id: str, gx_root: Path | None = None
+) -> ValidationReport | None:
+    """Claim the topic's unvalidated ranges as one batch and validate them with the topic's checkpoint
+    (rendered into the Data Docs of the GX project at ``gx_root``, when given).
 
     Returns None when there is nothing new. Raises ValidationFailed (after recording the rejection) when
     the batch breaks its contract."""
@@ -127,7 +211,7 @@ def validate_topic(landing_root: Path, topic: str, batch_id: str) -> ValidationR
         log.info("%s: nothing new to validate", topic)
         return None
     files = [landing.dir / r.file for r in ranges if r.file]
-    report = validate_dataframe(read_files(files), topic, landing.dir.as_uri())
+    report = validate_dataframe(read_files(files), topic, landing.dir.as_uri(), gx_root=gx_root, run_name=batch_id)
     detail = {"report": report.__dict__, "validated_at": datetime.now(UTC).isoformat()}
     if not report.success:
         landing.record_batch("rejected", batch_id, ranges, **detail)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -8,18 +8,36 @@ import pytest
 from mlplatform.ingest.landing import Landing, Range
 from mlplatform.validation.suites import ValidationFailed, validate_dataframe, validate_topic
 
+NOW = datetime.now(UTC)
 
-def tickets(n: int = 5) -> pd.DataFrame:
+
+def tickets(n: int = 5, start: int = 0) -> pd.DataFrame:
+    """A landed batch of tickets: offsets ``start``.. of partition 0, opened over the last day."""
+    return pd.DataFrame(
+        {
+            "ticket_id": [f"T{start + i}" for i in range(n)],
+            "customer_id": [f"C{i:06d}" for i in range(n)],
+            "plan": ["pro"] * n,
+            "channel": ["email"] * n,
+            "priority": [1 + i % 4 for i in range(n)],
+            "subject": ["s"] * n,
+            "body": ["hello"] * n,
+            "created_at": [NOW - timedelta(hours=1 + i) for i in range(n)],
+            "_partition": [0] * n,
+            "_offset": [start + i for i in range(n)],
+        }
+    )
+
+
+def outcomes(n: int = 5) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "ticket_id": [f"T{i}" for i in range(n)],
             "customer_id": [f"C{i:06d}" for i in range(n)],
-            "plan": ["pro"] * n,
-            "channel": ["email"] * n,
-            "priority": [1, 2, 3, 4, 2][:n],
-            "subject": ["s"] * n,
-            "body": ["hello"] * n,
-            "created_at": [datetime(2026, 1, 1, tzinfo=UTC)] * n,
+            "escalated": [i % 2 == 0 for i in range(n)],
+            "resolved_at": [NOW - timedelta(minutes=10 + i) for i in range(n)],
+            "_partition": [0] * n,
+            "_offset": list(range(n)),
         }
     )
 
@@ -34,15 +52,81 @@ def test_good_batch_passes():
 def test_bad_batch_names_each_broken_expectation():
     df = tickets()
     df.loc[0, "priority"] = 9
-    df.loc[1, "plan"] = "platinum"
     df.loc[2, "customer_id"] = "nobody"
     report = validate_dataframe(df, "support.tickets")
     assert not report.success
     failed = {(f["type"], f["kwargs"].get("column")) for f in report.failed}
     assert ("expect_column_values_to_be_between", "priority") in failed
-    assert ("expect_column_values_to_be_in_set", "plan") in failed
+    assert {t for t, _ in failed} & {
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_null",
+    } == set()
     assert ("expect_column_values_to_match_regex", "customer_id") in failed
     assert "FAILED expect_column_values_to_be_between" in report.summary()
+
+
+UNIQUE = "expect_column_values_to_be_unique"
+COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
+MAX_BETWEEN = "expect_column_max_to_be_between"
+
+
+def _failed(df: pd.DataFrame, dataset: str) -> set[tuple[str, str | None]]:
+    report = validate_dataframe(df, dataset)
+    return {(f["type"], f["kwargs"].get("column")) for f in report.failed}
+
+
+def test_good_outcomes_pass():
+    assert validate_dataframe(outcomes(), "support.outcomes").success
+
+
+@pytest.mark.parametrize(
+    ("break_it", "expectation"),
+    [
+        (lambda df: df.assign(_offset=[0, 0, 1, 2, 3]), ("expect_compound_columns_to_be_unique", None)),
+        (
+            lambda df: df.assign(ticket_id=["T0", "T1", "T1", "T3", "T4"]),
+            ("expect_column_values_to_be_unique", "ticket_id"),
+        ),
+        (
+            lambda df: df.assign(created_at=df.created_at.where(df.index != 2, NOW + timedelta(days=1))),
+            ("expect_column_values_to_be_between", "created_at"),
+        ),  # from the future
+        (
+            lambda df: df.assign(created_at=df.created_at.where(df.index != 2, NOW - timedelta(days=900))),
+            ("expect_column_values_to_be_between", "created_at"),
+        ),  # out of any plausible range
+        (
+            lambda df: df.assign(created_at=df.created_at - timedelta(days=60)),
+            ("expect_column_max_to_be_between", "created_at"),
+        ),
+    ],
+    ids=["offset-twice", "ticket-twice", "future-event", "ancient-event", "stale-batch"],
+)
+def test_each_check_the_schema_cannot_make_fails_a_batch_that_breaks_it(break_it, expectation):
+    assert _failed(tickets(), "support.tickets") == set()
+    assert _failed(break_it(tickets()), "support.tickets") == {expectation}
+
+
+@pytest.mark.parametrize(
+    ("break_it", "expectation"),
+    [
+        (
+            lambda df: df.assign(_partition=[0, 0, 0, 0, 0], _offset=[0, 1, 1, 3, 4]),
+            ("expect_compound_columns_to_be_unique", None),
+        ),
+        (
+            lambda df: df.assign(ticket_id=["T0", "T0", "T2", "T3", "T4"]),
+            ("expect_column_values_to_be_unique", "ticket_id"),
+        ),
+        (
+            lambda df: df.assign(resolved_at=df.resolved_at.where(df.index != 1, NOW + timedelta(days=2))),
+            ("expect_column_values_to_be_between", "resolved_at"),
+        ),
+    ],
+    ids=["offset-twice", "resolved-twice", "future-resolution"],
+)
+def test_each_outcome_check_fails_a_batch_that_breaks_it(break_it, expectation):
+    assert _failed(break_it(outcomes()), "support.outcomes") == {expectation}
 
 
 def land(root, frame: pd.DataFrame, start: int) -> Range:  # type: ignore[no-untyped-def]
@@ -56,14 +140,14 @@ def land(root, frame: pd.DataFrame, start: int) -> Range:  # type: ignore[no-unt
 
 def test_a_batch_claims_every_unvalidated_range_once(tmp_path):
     land(tmp_path, tickets(), 0)
-    land(tmp_path, tickets(3), 5)
+    land(tmp_path, tickets(3, start=5), 5)
     report = validate_topic(tmp_path, "support.tickets", "b1")
     assert report is not None
     assert report.rows == 8
     assert validate_topic(tmp_path, "support.tickets", "b2") is None  # nothing new: not a failure
     landing = Landing(tmp_path, "support.tickets")
     assert len(landing.validated_files()) == 2
-    land(tmp_path, tickets(2), 8)
+    land(tmp_path, tickets(2, start=8), 8)
     again = validate_topic(tmp_path, "support.tickets", "b3")
     assert again is not None
     assert again.rows == 2
@@ -79,8 +163,32 @@ def test_a_failed_batch_is_rejected_and_never_handed_on(tmp_path):
     assert landing.validated_files() == []
     assert landing.unvalidated() == []  # rejected ranges are not claimed again by the next batch
     assert (landing.dir / "_rejected" / "b1.json").exists()
-    land(tmp_path, tickets(), 5)
+    land(tmp_path, tickets(start=5), 5)
     report = validate_topic(tmp_path, "support.tickets", "b2")
     assert report is not None
     assert report.success
     assert [p.name for p in landing.validated_files()] == ["00000000000000000005-00000000000000000009.parquet"]
+
+
+def test_every_run_is_rendered_into_data_docs_and_a_failure_names_its_page(tmp_path):
+    from mlplatform.validation.suites import uri_to_path
+
+    gx_root = tmp_path / "gx"
+    land(tmp_path, tickets(), 0)
+    report = validate_topic(tmp_path, "support.tickets", "b1", gx_root=gx_root)
+    assert report is not None
+    page = uri_to_path(report.docs)
+    assert page.is_file()
+    assert "b1" in page.parts
+    bad = tickets(start=5)
+    bad.loc[0, "priority"] = 9
+    land(tmp_path, bad, 5)
+    with pytest.raises(ValidationFailed, match=r"Data Docs: file://\S+b2\S+\.html") as failed:
+        validate_topic(tmp_path, "support.tickets", "b2", gx_root=gx_root)
+    bad_page = uri_to_path(str(failed.value).split("Data Docs: ")[1].strip())
+    html = bad_page.read_text()
+    assert "priority" in html
+    assert "Failed" in html
+    index = (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    assert "b1" in index
+    assert "b2" in index
