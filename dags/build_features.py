@@ -5,6 +5,10 @@ Scheduled on the validated Asset. The PySpark job (`spark_jobs/customer_features
 SparkSubmitOperator on `spark_default`) rebuilds the customer feature table from every validated landing
 run; then `feast apply` and a materialization into the online store. Emits the features Asset, which
 schedules `train_model`.
+
+Enabled at creation, like `ingest_events` and `validate_landing`: whatever passes validation (a re-driven
+batch included) becomes features and reaches the online store without anyone unpausing a DAG.
+`train_model` and `deploy_model` stay paused until a person enables them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ S = get_settings()
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "features"],
     params={},

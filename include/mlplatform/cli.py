@@ -138,12 +138,20 @@ def produce(
     schema_version: Annotated[int, typer.Option(min=1, max=2, help="ticket contract version (2 adds language)")] = 1,
     poison_rate: Annotated[float, typer.Option(min=0, max=0.5, help="share of poison records mixed in")] = 0.0,
     late_rate: Annotated[float, typer.Option(min=0, max=1, help="share of tickets with an event time days back")] = 0.0,
+    days_back: Annotated[
+        int, typer.Option(min=0, help="move the whole event window this many days back (a backfill)")
+    ] = 0,
 ) -> None:
     """Write synthetic ticket and outcome events to Kafka, serialized through the Schema Registry."""
     from mlplatform.pipeline.stages import produce_events
 
     result = produce_events(
-        events=events, seed=seed, schema_version=schema_version, poison_rate=poison_rate, late_rate=late_rate
+        events=events,
+        seed=seed,
+        schema_version=schema_version,
+        poison_rate=poison_rate,
+        late_rate=late_rate,
+        days_back=days_back,
     )
     console.print_json(data=result)
 
@@ -204,6 +212,75 @@ def dlq(
         table.add_row(r["source"], r["kind"], r["reason"], r["run_id"])
     console.print(table)
     console.print(f"{len(rows)} shown (committed records only)")
+
+
+@app.command("quarantine")
+def quarantine_list() -> None:
+    """The batches held in quarantine (failed validation): topic, batch, rows, what failed, Data Docs page."""
+    from mlplatform.pipeline.stages import quarantine
+
+    held = quarantine()
+    table = Table("topic", "batch", "rows", "failed", "Data Docs")
+    for h in held:
+        table.add_row(h["topic"], h["batch"], str(h["rows"]), escape("\n".join(h["failed"])), h["docs"])
+    console.print(table)
+    console.print(f"{len(held)} in quarantine; `mlp redrive BATCH` re-validates one after a fix")
+
+
+def _overrides(pairs: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{pair!r}: expected NAME=DAYS, e.g. stale_before=90", param_hint="--set")
+    return out
+
+
+@app.command()
+def redrive(
+    batch: Annotated[str, typer.Argument(help="the quarantined batch ('' for every one)")] = "",
+    topic: Annotated[str, typer.Option(help="the batch's topic (default: search every contract topic)")] = "",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="suite parameter in days for this re-drive: NAME=DAYS")
+    ] = None,
+    here: Annotated[bool, typer.Option(help="run here instead of through Airflow (no Asset event is emitted)")] = False,
+    timeout: Annotated[int, typer.Option(help="seconds to wait for the Airflow run")] = 600,
+) -> None:
+    """Validate a quarantined batch again with the current suite; if it passes, it flows on to the features.
+    Through Airflow by default (the `redrive_batch` DAG, which emits the validated Asset); exits 1 when the
+    batch stays in quarantine."""
+    overrides = _overrides(set_ or [])
+    if here:
+        from mlplatform.pipeline.stages import redrive_batches
+        from mlplatform.validation.suites import ValidationFailed
+
+        try:
+            result = redrive_batches(batch, topic, overrides)
+        except (LookupError, ValueError, ValidationFailed) as exc:
+            console.print(f"[red]{escape(str(exc))}[/]")
+            raise typer.Exit(1) from exc
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        raise typer.Exit(1 if result["stayed"] and not result["released"] else 0)
+    from mlplatform.stack.airflow_api import AirflowApiError, AirflowClient
+
+    s = get_settings()
+    client = AirflowClient(s.airflow_url, s.airflow_admin, _stack().admin_password() or "")
+    client.wait_for_dag("redrive_batch")
+    run_id = client.trigger("redrive_batch", {"batch": batch, "topic": topic, "overrides": overrides})
+    console.print(f"triggered redrive_batch run {run_id}")
+    state = client.wait_for_run("redrive_batch", run_id, timeout=timeout)
+    console.print(f"redrive_batch finished: {state} (task log: {s.airflow_url}/dags/redrive_batch/runs/{run_id})")
+    if state != "success":
+        raise typer.Exit(1)
+    try:
+        result = client.xcom("redrive_batch", run_id, "redrive")
+    except AirflowApiError:  # the task skipped: nothing was in quarantine
+        result = {"released": [], "stayed": []}
+    sys.stdout.write(json.dumps(result, default=str) + "\n")
 
 
 schemas_app = typer.Typer(help="The data contracts in include/schemas and the Schema Registry.")

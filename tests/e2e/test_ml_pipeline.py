@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -160,8 +161,8 @@ def test_mlp_airflow_passthrough_rejects_bad_conf_naming_the_field(client):
     assert "batch_size" in out.stdout + out.stderr
 
 
-def _asset_triggered_runs(client: AirflowClient, since: datetime) -> list[dict]:
-    runs = client.request("GET", "/dags/ingest_events/dagRuns", params={"order_by": "-run_after", "limit": 50})
+def _asset_triggered_runs(client: AirflowClient, since: datetime, dag_id: str = "ingest_events") -> list[dict]:
+    runs = client.request("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})
     return [
         r
         for r in runs["dag_runs"]
@@ -191,3 +192,59 @@ def test_new_events_wake_ingest_events_through_the_kafka_watcher(client, setting
     assert runs, "no asset-triggered ingest_events run after producing"
     assert {r["state"] for r in runs} == {"success"}, runs
     assert not any(lag.values()), lag
+
+
+@pytest.mark.timeout(1500)
+def test_a_stale_backfill_is_quarantined_and_flows_on_after_a_redrive(client, settings):
+    """validate_landing quarantines a batch its suite refuses (a backfill of events ten weeks old is stale):
+    the chain stops and no feature of those days exists. `mlp redrive` (through redrive_batch) with the bound
+    the backfill needs releases it, and the build_features run it wakes builds those days."""
+    import pandas as pd
+
+    from mlplatform.features import store
+
+    cutoff = pd.Timestamp(datetime.now(UTC)) - pd.Timedelta(days=60)
+
+    def old_feature_rows() -> int:
+        path = store.features_path(settings)
+        return int((pd.read_parquet(path).event_timestamp < cutoff).sum()) if path.exists() else 0
+
+    since = datetime.now(UTC)
+    produced = stages.produce_events(events=200, seed=uuid.uuid4().int % 9000, days_back=70)
+    assert produced["tickets"] == 200, produced
+    held: list[dict] = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and not held:
+        time.sleep(3)
+        held = [
+            h
+            for h in stages.quarantine(settings)
+            if h["topic"] == settings.tickets_topic and h["at"] >= since.isoformat()
+        ]
+    assert held, "the stale backfill was not quarantined"
+    assert any(f.startswith("expect_column_max_to_be_between") for f in held[0]["failed"]), held
+    assert held[0]["docs"].startswith("file://")
+    assert old_feature_rows() == 0  # nothing of the quarantined batch reached the features
+
+    redriven_at = datetime.now(UTC)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "redrive", held[0]["batch"], "--set", "stale_before=150"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=700,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    released = json.loads(out.stdout.strip().splitlines()[-1])["released"]
+    assert [(r["from"], r["rows"]) for r in released] == [(held[0]["batch"], 200)], released
+    assert held[0]["batch"] not in [h["batch"] for h in stages.quarantine(settings)]
+    runs: list[dict] = []
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        runs = _asset_triggered_runs(client, redriven_at, "build_features")
+        if runs and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(5)
+    assert runs, "the re-drive woke no build_features run"
+    assert {r["state"] for r in runs} == {"success"}, runs
+    assert old_feature_rows() > 0  # the backfill's days are in the features now

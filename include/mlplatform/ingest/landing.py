@@ -6,7 +6,10 @@ Layout under ``<landing root>/<topic>/``::
     partition=<p>/<start>-<end>.parquet   the records of offsets start..end (inclusive), never rewritten
     _manifest/partition=<p>/<start>.json  one entry per landed range (a *chain*: each starts where the last ended)
     _validated/<batch>.json               ranges (and their files) that passed validation together
-    _rejected/<batch>.json                ranges that failed validation, with the report: never read downstream
+    _rejected/<batch>.json                the quarantine: ranges that failed validation, with the report; never
+                                          read downstream
+    _redriven/<batch>.json                a quarantined batch that passed again (its ranges are now in a
+                                          ``_validated/<batch>.redrive-<id>.json``), kept for the record
 
 Offsets are zero-padded to 20 digits, as Kafka names its own segment files. A range may hold no file
 (every record dead-lettered, or only transaction markers) but it still has an entry, so the chain of a
@@ -218,6 +221,36 @@ class Landing:
         if not write_exclusive(target, json.dumps(doc, indent=1, default=str).encode()):
             raise FileExistsError(f"batch {batch_id} is already recorded as {kind}")
         return target
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The records of the batches in quarantine (failed validation, not re-driven), oldest first."""
+        d = self.dir / "_rejected"
+        docs = [json.loads(p.read_text()) for p in d.glob("*.json")] if d.exists() else []
+        return sorted(docs, key=lambda doc: str(doc.get("validated_at", "")))
+
+    def quarantined_batch(self, batch_id: str) -> tuple[dict[str, Any], list[Range]]:
+        """The quarantine record of ``batch_id`` and its ranges. KeyError when it is not in quarantine."""
+        path = self.dir / "_rejected" / f"{batch_id}.json"
+        if not path.exists():
+            raise KeyError(batch_id)
+        doc = json.loads(path.read_text())
+        keys = set(doc.get("ranges", []))
+        return doc, [r for r in self.ranges() if r.key in keys]
+
+    def release(self, batch_id: str, ranges: list[Range], new_batch: str, **details: Any) -> Path:
+        """Let a re-validated quarantined batch flow on: record its ranges as validated (``new_batch``), then
+        move the quarantine record to ``_redriven/``. A crash in between leaves the ranges both validated and
+        rejected, which reads as rejected (nothing flows): the re-drive is simply run again."""
+        recorded = self.record_batch("validated", new_batch, ranges, redriven_from=batch_id, **details)
+        target = self.dir / "_redriven" / f"{batch_id}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.dir / "_rejected" / f"{batch_id}.json", target)
+        except FileNotFoundError:
+            pass  # a concurrent re-drive of the same batch moved it first: the outcome is the same
+        fsync_dir(target.parent)
+        fsync_dir(self.dir / "_rejected")
+        return recorded
 
     def validated_files(self) -> list[Path]:
         """The data files of every validated range (what the feature job reads)."""

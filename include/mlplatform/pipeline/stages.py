@@ -27,11 +27,15 @@ def produce_events(
     schema_version: int = 1,
     poison_rate: float = 0.0,
     late_rate: float = 0.0,
+    days_back: int = 0,
 ) -> dict[str, Any]:
     """Generate reproducible synthetic events and write them, serialized through the Schema Registry, to
     the ticket and outcome topics. ``schema_version`` 2 writes the evolved ticket contract; ``poison_rate``
     mixes in records the ingest must dead-letter (one of each class in turn); ``late_rate`` makes that
-    share of tickets carry an event time days back."""
+    share of tickets carry an event time days back; ``days_back`` moves the whole window back (a backfill,
+    which the tickets suite finds stale)."""
+    from datetime import UTC, datetime, timedelta
+
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     from mlplatform.ingest import poison
@@ -42,7 +46,11 @@ def produce_events(
     s = s or get_settings()
     ep = endpoints or endpoints_mod.local(s)
     ensure_topics(ep.kafka, {s.tickets_topic: 3, s.outcomes_topic: 3})
-    cfg = SynthConfig(events=events, seed=seed, schema_version=schema_version, late_rate=late_rate)
+    anchor = None
+    if days_back:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        anchor = today - timedelta(days=3 + days_back)  # 3: the default window's own distance from today
+    cfg = SynthConfig(events=events, seed=seed, schema_version=schema_version, late_rate=late_rate, anchor=anchor)
     tickets, outcomes = generate(cfg)
     t_spec, o_spec = subject_for_topic(s.tickets_topic), subject_for_topic(s.outcomes_topic)
     t_ser = avro_serializer(ep.registry, t_spec, schema_version)
@@ -118,6 +126,59 @@ def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None
     if report is None:
         return {"topic": topic, "batch": None, "rows": 0, "expectations": 0}
     return {"topic": topic, "batch": batch_id, "rows": report.rows, "expectations": report.evaluated}
+
+
+def quarantine(s: Settings | None = None) -> list[dict[str, Any]]:
+    """Every batch in quarantine, per contract topic: its id, rows, failed expectations and Data Docs page."""
+    from mlplatform.ingest.landing import Landing
+
+    s = s or get_settings()
+    held = []
+    for topic in (s.tickets_topic, s.outcomes_topic):
+        for doc in Landing(landing_root(s), topic).quarantined():
+            report = doc.get("report") or {}
+            held.append(
+                {
+                    "topic": topic,
+                    "batch": doc["batch"],
+                    "rows": doc.get("rows", 0),
+                    "at": doc.get("validated_at", ""),
+                    "failed": [f["type"] + f" ({f['kwargs'].get('column', '')})" for f in report.get("failed", [])],
+                    "docs": report.get("docs", ""),
+                }
+            )
+    return held
+
+
+def redrive_batches(
+    batch: str = "", topic: str = "", overrides: dict[str, float] | None = None, s: Settings | None = None
+) -> dict[str, Any]:
+    """Validate quarantined batches again (``batch``: that one; empty: every one, of ``topic`` or of every
+    contract topic) with the current suites and ``overrides`` (suite parameters in days). Those that pass
+    are released to flow on; those that fail stay. A named batch that is not in quarantine, or that fails
+    again, raises (LookupError, ValidationFailed)."""
+    from mlplatform.validation.suites import ValidationFailed, redrive
+
+    s = s or get_settings()
+    held = [h for h in quarantine(s) if (not topic or h["topic"] == topic) and (not batch or h["batch"] == batch)]
+    if batch and not held:
+        others = ", ".join(f"{h['topic']}/{h['batch']}" for h in quarantine(s)) or "none"
+        raise LookupError(
+            f"batch {batch!r} is not in quarantine{f' in {topic}' if topic else ''} (quarantined: {others})"
+        )
+    released, stayed = [], []
+    for h in held:
+        try:
+            new_batch, report = redrive(landing_root(s), h["topic"], h["batch"], gx_root(s), overrides)
+        except ValidationFailed as exc:
+            if batch:
+                raise
+            stayed.append({**h, "reason": str(exc)})
+            continue
+        released.append(
+            {"topic": h["topic"], "batch": new_batch, "from": h["batch"], "rows": report.rows, "docs": report.docs}
+        )
+    return {"released": released, "stayed": stayed}
 
 
 def spark_application_args(s: Settings | None = None) -> list[str]:

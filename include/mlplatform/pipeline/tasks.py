@@ -48,3 +48,34 @@ def validate(topic: str, run_id: str) -> dict[str, Any]:
         return validate_batch({"topic": topic}, run_id)
     except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
         raise AirflowFailException(str(exc)) from exc
+
+
+def redrive(params: dict[str, Any]) -> dict[str, Any]:
+    """Re-validate quarantined batches (``redrive_batch`` DAG). Succeeds, emitting the validated Asset,
+    when something was released; skips when the quarantine is empty; fails when batches stayed and none
+    was released, or when the named batch is unknown or fails again."""
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from mlplatform.pipeline.stages import redrive_batches
+    from mlplatform.validation.suites import ValidationFailed
+
+    try:
+        result = redrive_batches(
+            str(params.get("batch") or ""),
+            str(params.get("topic") or ""),
+            {k: float(v) for k, v in (params.get("overrides") or {}).items()},
+        )
+    except (LookupError, ValueError, ValidationFailed) as exc:
+        raise AirflowFailException(str(exc)) from exc
+    log = logging.getLogger(__name__)
+    for r in result["released"]:
+        log.info("released %s/%s as %s (%d rows): %s", r["topic"], r["from"], r["batch"], r["rows"], r["docs"])
+    for r in result["stayed"]:
+        log.warning("still in quarantine: %s/%s\n%s", r["topic"], r["batch"], r["reason"])
+    if not result["released"]:
+        if result["stayed"]:
+            raise AirflowFailException(f"{len(result['stayed'])} batches failed again and stay in quarantine")
+        raise AirflowSkipException("the quarantine is empty")
+    return result

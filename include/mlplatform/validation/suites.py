@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,17 +69,25 @@ def _suite_file(dataset: str) -> dict[str, Any]:
     return doc
 
 
-def suite_parameters(dataset: str, now: datetime | None = None) -> dict[str, Any]:
+def suite_parameters(
+    dataset: str, now: datetime | None = None, overrides: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The values of the suite's ``{$PARAMETER: name}`` arguments for a batch validated at ``now``:
-    ``{days_ago: N}`` becomes the instant N days before (negative: after), as a UTC timestamp."""
+    ``{days_ago: N}`` becomes the instant N days before (negative: after), as a UTC timestamp.
+    ``overrides`` replaces some N (a re-drive that accepts an old backfill, say)."""
     import pandas as pd
 
     now = now or datetime.now(UTC)
+    rules = _suite_file(dataset).get("parameters") or {}
+    unknown = sorted(set(overrides or {}) - set(rules))
+    if unknown:
+        raise ValueError(f"suite {dataset!r} has no parameter {unknown[0]!r} (it has: {', '.join(sorted(rules))})")
     values: dict[str, Any] = {}
-    for name, rule in (_suite_file(dataset).get("parameters") or {}).items():
+    for name, rule in rules.items():
         if not isinstance(rule, dict) or set(rule) != {"days_ago"}:
             raise ValueError(f"suite {dataset!r}: parameter {name!r} must be {{days_ago: <days>}}, got {rule!r}")
-        values[name] = pd.Timestamp(now - timedelta(days=float(rule["days_ago"])))
+        days = float(overrides[name]) if overrides and name in overrides else float(rule["days_ago"])
+        values[name] = pd.Timestamp(now - timedelta(days=days))
     return values
 
 
@@ -140,6 +149,7 @@ def validate_dataframe(
     now: datetime | None = None,
     gx_root: Path | None = None,
     run_name: str = "adhoc",
+    overrides: dict[str, float] | None = None,
 ) -> ValidationReport:
     """Run the dataset's checkpoint over a pandas DataFrame.
 
@@ -149,7 +159,7 @@ def validate_dataframe(
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
-    parameters = suite_parameters(dataset, now)
+    parameters = suite_parameters(dataset, now, overrides)
     with _project_lock(gx_root):
         if gx_root is None:
             ctx = gx.get_context(mode="ephemeral")
@@ -219,3 +229,42 @@ def validate_topic(
     landing.record_batch("validated", batch_id, ranges, **detail)
     log.info(report.summary())
     return report
+
+
+def redrive(
+    landing_root: Path,
+    topic: str,
+    batch_id: str,
+    gx_root: Path | None = None,
+    overrides: dict[str, float] | None = None,
+) -> tuple[str, ValidationReport]:
+    """Validate a quarantined batch again with the topic's current suite (``overrides``: suite parameters
+    in days, recorded with the batch). If it passes, its ranges are released to flow on under a new batch id,
+    which is returned with the report; if not, it stays in quarantine and ValidationFailed says why."""
+    from mlplatform.ingest.landing import Landing
+
+    landing = Landing(landing_root, topic)
+    try:
+        _, ranges = landing.quarantined_batch(batch_id)
+    except KeyError:
+        held = [d["batch"] for d in landing.quarantined()]
+        raise LookupError(
+            f"{topic}: batch {batch_id!r} is not in quarantine (quarantined: {', '.join(held) or 'none'})"
+        ) from None
+    files = [landing.dir / r.file for r in ranges if r.file]
+    new_batch = f"{batch_id}.redrive-{uuid.uuid4().hex[:8]}"
+    report = validate_dataframe(
+        read_files(files), topic, landing.dir.as_uri(), gx_root=gx_root, run_name=new_batch, overrides=overrides
+    )
+    if not report.success:
+        raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}")
+    landing.release(
+        batch_id,
+        ranges,
+        new_batch,
+        report=report.__dict__,
+        overrides=overrides or {},
+        validated_at=datetime.now(UTC).isoformat(),
+    )
+    log.info("re-drove %s as %s\n%s", batch_id, new_batch, report.summary())
+    return new_batch, report

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -192,3 +193,47 @@ def test_every_run_is_rendered_into_data_docs_and_a_failure_names_its_page(tmp_p
     index = (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
     assert "b1" in index
     assert "b2" in index
+
+
+def test_a_stale_backfill_is_quarantined_then_redriven_with_the_bound_it_needs(tmp_path):
+    from mlplatform.validation.suites import redrive
+
+    old = tickets()
+    old["created_at"] = old["created_at"] - timedelta(days=60)  # a backfill of two months ago: stale
+    land(tmp_path, old, 0)
+    with pytest.raises(ValidationFailed, match="expect_column_max_to_be_between"):
+        validate_topic(tmp_path, "support.tickets", "b1")
+    landing = Landing(tmp_path, "support.tickets")
+    assert [d["batch"] for d in landing.quarantined()] == ["b1"]
+    with pytest.raises(ValidationFailed, match="b1 stays in quarantine"):
+        redrive(tmp_path, "support.tickets", "b1")  # nothing changed: still stale
+    assert landing.validated_files() == []
+    with pytest.raises(ValueError, match="no parameter 'stale_days'"):
+        redrive(tmp_path, "support.tickets", "b1", overrides={"stale_days": 90})
+    new_batch, report = redrive(tmp_path, "support.tickets", "b1", overrides={"stale_before": 90})
+    assert report.success
+    assert new_batch.startswith("b1.redrive-")
+    assert landing.quarantined() == []
+    assert [p.name for p in landing.validated_files()] == ["00000000000000000000-00000000000000000004.parquet"]
+    record = json.loads((landing.dir / "_validated" / f"{new_batch}.json").read_text())
+    assert (record["redriven_from"], record["overrides"]) == ("b1", {"stale_before": 90})
+    assert (landing.dir / "_redriven" / "b1.json").exists()
+    with pytest.raises(LookupError, match="not in quarantine"):
+        redrive(tmp_path, "support.tickets", "b1")
+
+
+def test_a_batch_redriven_after_the_suite_is_fixed_flows_on(tmp_path, monkeypatch):
+    from mlplatform.validation import suites
+
+    bad = tickets()
+    bad.loc[0, "priority"] = 5  # a new priority level upstream introduced before the suite knew it
+    land(tmp_path, bad, 0)
+    with pytest.raises(ValidationFailed):
+        validate_topic(tmp_path, "support.tickets", "b1")
+    fixed = tmp_path / "suites"
+    fixed.mkdir()
+    for f in suites.SUITE_DIR.glob("*.yaml"):
+        (fixed / f.name).write_text(f.read_text().replace("min_value: 1, max_value: 4", "min_value: 1, max_value: 5"))
+    monkeypatch.setattr(suites, "SUITE_DIR", fixed)
+    suites.redrive(tmp_path, "support.tickets", "b1")
+    assert len(Landing(tmp_path, "support.tickets").validated_files()) == 1
