@@ -24,7 +24,12 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812
 
 
-def daily_customer_features(tickets: DataFrame) -> DataFrame:
+def daily_customer_features(tickets: DataFrame, today: str | None = None) -> DataFrame:
+    """One row per customer at every day its trailing aggregates change: a day with tickets, and the days
+    its tickets leave the 7- and 30-day windows (D+7, D+30). Between two rows the values hold, so Feast's
+    as-of lookup of the newest row is exact on any day: a customer gone quiet decays to 0 instead of keeping
+    its last busy day's counts. A row is stamped at the end of its day; rows stamped after the end of
+    ``today`` (default: the current date) are left for a later run."""
     day = F.to_date(F.col("created_at"))
     daily = tickets.groupBy("customer_id", day.alias("day")).agg(
         F.count("*").alias("n"),
@@ -32,19 +37,30 @@ def daily_customer_features(tickets: DataFrame) -> DataFrame:
         F.sum(F.length("body")).alias("body_len"),
         F.max_by("plan", "created_at").alias("plan"),
     )
-    daily = daily.withColumn("dayn", F.datediff(F.col("day"), F.lit("1970-01-01")))
-    w30 = Window.partitionBy("customer_id").orderBy("dayn").rangeBetween(-29, 0)
-    w7 = Window.partitionBy("customer_id").orderBy("dayn").rangeBetween(-6, 0)
+    daily = daily.withColumn("dayn", F.datediff(F.col("day"), F.lit("1970-01-01"))).drop("day")
+    active = daily.select("customer_id", "dayn")
+    change_days = (
+        active.union(active.select("customer_id", (F.col("dayn") + 7).alias("dayn")))
+        .union(active.select("customer_id", (F.col("dayn") + 30).alias("dayn")))
+        .distinct()
+    )
+    grid = change_days.join(daily, ["customer_id", "dayn"], "left").fillna(0, subset=["n", "n_high", "body_len"])
+    ordered = Window.partitionBy("customer_id").orderBy("dayn")
+    w30 = ordered.rangeBetween(-29, 0)
+    w7 = ordered.rangeBetween(-6, 0)
     n30 = F.sum("n").over(w30)
-    return daily.select(
+    plan = F.last("plan", ignorenulls=True).over(ordered.rowsBetween(Window.unboundedPreceding, 0))
+    stamp = F.to_timestamp(F.date_add(F.lit("1970-01-01").cast("date"), F.col("dayn") + 1))
+    limit = F.lit(today).cast("date") if today else F.current_date()
+    return grid.select(
         "customer_id",
-        F.to_timestamp(F.date_add(F.col("day"), 1)).alias("event_timestamp"),
+        stamp.alias("event_timestamp"),
         F.sum("n").over(w7).cast("long").alias("tickets_7d"),
         n30.cast("long").alias("tickets_30d"),
-        (F.sum("n_high").over(w30) / n30).cast("double").alias("high_priority_share_30d"),
-        (F.sum("body_len").over(w30) / n30).cast("double").alias("avg_body_len_30d"),
-        (F.col("plan") == "enterprise").cast("long").alias("is_enterprise"),
-    )
+        F.when(n30 > 0, F.sum("n_high").over(w30) / n30).cast("double").alias("high_priority_share_30d"),
+        F.when(n30 > 0, F.sum("body_len").over(w30) / n30).cast("double").alias("avg_body_len_30d"),
+        (plan == "enterprise").cast("long").alias("is_enterprise"),
+    ).where(F.to_date("event_timestamp") <= F.date_add(limit, 1))
 
 
 def labelled_tickets(tickets: DataFrame, outcomes: DataFrame) -> DataFrame:

@@ -222,11 +222,15 @@ class Landing:
             raise FileExistsError(f"batch {batch_id} is already recorded as {kind}")
         return target
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        """The records of the batches in quarantine (failed validation, not re-driven), oldest first."""
-        d = self.dir / "_rejected"
+    def batches(self, kind: str) -> list[dict[str, Any]]:
+        """The records of the ``validated`` or ``rejected`` batches, oldest first."""
+        d = self.dir / f"_{kind}"
         docs = [json.loads(p.read_text()) for p in d.glob("*.json")] if d.exists() else []
         return sorted(docs, key=lambda doc: str(doc.get("validated_at", "")))
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The records of the batches in quarantine (failed validation, not re-driven), oldest first."""
+        return self.batches("rejected")
 
     def quarantined_batch(self, batch_id: str) -> tuple[dict[str, Any], list[Range]]:
         """The quarantine record of ``batch_id`` and its ranges. KeyError when it is not in quarantine."""

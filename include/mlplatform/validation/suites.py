@@ -70,11 +70,22 @@ def _suite_file(dataset: str) -> dict[str, Any]:
 
 
 def suite_parameters(
-    dataset: str, now: datetime | None = None, overrides: dict[str, float] | None = None
+    dataset: str,
+    now: datetime | None = None,
+    overrides: dict[str, float] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    rows: int = 0,
 ) -> dict[str, Any]:
-    """The values of the suite's ``{$PARAMETER: name}`` arguments for a batch validated at ``now``:
-    ``{days_ago: N}`` becomes the instant N days before (negative: after), as a UTC timestamp.
-    ``overrides`` replaces some N (a re-drive that accepts an old backfill, say)."""
+    """The values of the suite's ``{$PARAMETER: name}`` arguments for a batch of ``rows`` validated at ``now``.
+
+    * ``{days_ago: N}``: the instant N days before ``now`` (negative: after), as a UTC timestamp;
+    * ``{trailing: STAT, days: D, min_batches: K, default: V, ...}``: a bound from the batches validated in
+      the last D days (``history``: their records, each with the ``stats`` of ``batch_stats``), or V while
+      fewer than K exist. STAT is ``rows`` or ``mean:<column>``; ``factor: F`` gives F times the trailing
+      mean; ``z: Z, side: min|max, slack: S`` gives the trailing rate minus/plus Z binomial standard errors
+      at this batch's size, plus S (a small batch is not held to a tight rate).
+
+    ``overrides`` sets a parameter for this validation: days for ``days_ago``, the bound itself otherwise."""
     import pandas as pd
 
     now = now or datetime.now(UTC)
@@ -84,11 +95,48 @@ def suite_parameters(
         raise ValueError(f"suite {dataset!r} has no parameter {unknown[0]!r} (it has: {', '.join(sorted(rules))})")
     values: dict[str, Any] = {}
     for name, rule in rules.items():
-        if not isinstance(rule, dict) or set(rule) != {"days_ago"}:
-            raise ValueError(f"suite {dataset!r}: parameter {name!r} must be {{days_ago: <days>}}, got {rule!r}")
-        days = float(overrides[name]) if overrides and name in overrides else float(rule["days_ago"])
-        values[name] = pd.Timestamp(now - timedelta(days=days))
+        given = overrides is not None and name in overrides
+        if isinstance(rule, dict) and set(rule) == {"days_ago"}:
+            days = float(overrides[name]) if overrides and given else float(rule["days_ago"])
+            values[name] = pd.Timestamp(now - timedelta(days=days))
+        elif isinstance(rule, dict) and "trailing" in rule:
+            values[name] = float(overrides[name]) if overrides and given else _trailing(rule, history or [], now, rows)
+        else:
+            raise ValueError(f"suite {dataset!r}: parameter {name!r} is neither days_ago nor trailing: {rule!r}")
     return values
+
+
+def _trailing(rule: dict[str, Any], history: list[dict[str, Any]], now: datetime, rows: int) -> float:
+    import math
+
+    stat = str(rule["trailing"])
+    since = now - timedelta(days=float(rule.get("days", 7)))
+    recent = [
+        h["stats"]
+        for h in history
+        if stat in (h.get("stats") or {}) and datetime.fromisoformat(str(h["validated_at"])) >= since
+    ]
+    if len(recent) < int(rule.get("min_batches", 3)):
+        return float(rule["default"])
+    total = sum(float(r.get("rows", 1)) for r in recent)
+    if stat == "rows":
+        mean = total / len(recent)
+    else:  # a rate over the week: each batch weighs by its rows
+        mean = sum(float(r[stat]) * float(r.get("rows", 1)) for r in recent) / total
+    if "factor" in rule:
+        return mean * float(rule["factor"])
+    spread = float(rule["z"]) * math.sqrt(max(mean * (1 - mean), 0.0) / max(rows, 1)) + float(rule.get("slack", 0))
+    return max(0.0, mean - spread) if rule.get("side") == "min" else min(1.0, mean + spread)
+
+
+def batch_stats(df: Any, dataset: str) -> dict[str, float]:
+    """What later batches are compared with: the statistics the suite's ``trailing`` parameters name."""
+    stats: dict[str, float] = {"rows": float(len(df))}
+    for rule in (_suite_file(dataset).get("parameters") or {}).values():
+        stat = str(rule.get("trailing", "")) if isinstance(rule, dict) else ""
+        if stat.startswith("mean:") and len(df):
+            stats[stat] = float(df[stat.removeprefix("mean:")].astype(float).mean())
+    return stats
 
 
 def _expectation(entry: dict[str, Any]) -> Any:
@@ -117,6 +165,16 @@ def _project_lock(gx_root: Path | None) -> Iterator[None]:
         return
     gx_root.mkdir(parents=True, exist_ok=True)
     with open(gx_root / ".validate.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def _topic_lock(landing_dir: Path) -> Iterator[None]:
+    """One validation or re-drive of a topic at a time: the second of two concurrent runs then finds the
+    ranges claimed by the first instead of validating (and maybe quarantining) them a second time."""
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    with open(landing_dir / ".validate.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
@@ -150,6 +208,7 @@ def validate_dataframe(
     gx_root: Path | None = None,
     run_name: str = "adhoc",
     overrides: dict[str, float] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> ValidationReport:
     """Run the dataset's checkpoint over a pandas DataFrame.
 
@@ -159,7 +218,7 @@ def validate_dataframe(
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
-    parameters = suite_parameters(dataset, now, overrides)
+    parameters = suite_parameters(dataset, now, overrides, history, len(df))
     with _project_lock(gx_root):
         if gx_root is None:
             ctx = gx.get_context(mode="ephemeral")
@@ -205,6 +264,27 @@ def read_files(files: list[Path]) -> Any:
     return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
 
 
+def with_lookups(df: Any, dataset: str, landing_root: Path) -> Any:
+    """``df`` plus the columns its suite looks up in other topics' landing zones (``lookups`` in the suite:
+    ``from`` topic, ``key``, ``columns`` {source: name}), joined by key. Every landed row of the source counts
+    as seen, whatever its validation verdict; a key not seen there gets nulls."""
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    from mlplatform.ingest.landing import Landing
+
+    for lookup in _suite_file(dataset).get("lookups") or []:
+        source, key, columns = Landing(landing_root, lookup["from"]), lookup["key"], dict(lookup["columns"])
+        files = [str(source.dir / r.file) for r in source.ranges() if r.file]
+        if files:
+            ref = ds.dataset(files, format="parquet").to_table(columns=[key, *columns]).to_pandas()
+        else:
+            ref = pd.DataFrame({c: pd.Series(dtype="object") for c in [key, *columns]})
+        ref = ref.drop_duplicates(key).rename(columns=columns)
+        df = df.drop(columns=[c for c in columns.values() if c in df.columns]).merge(ref, on=key, how="left")
+    return df
+
+
 def validate_topic(
     landing_root: Path, topic: str, batch_id: str, gx_root: Path | None = None
 ) -> ValidationReport | None:
@@ -216,19 +296,27 @@ def validate_topic(
     from mlplatform.ingest.landing import Landing
 
     landing = Landing(landing_root, topic)
-    ranges = landing.unvalidated()
-    if not ranges:
-        log.info("%s: nothing new to validate", topic)
-        return None
-    files = [landing.dir / r.file for r in ranges if r.file]
-    report = validate_dataframe(read_files(files), topic, landing.dir.as_uri(), gx_root=gx_root, run_name=batch_id)
-    detail = {"report": report.__dict__, "validated_at": datetime.now(UTC).isoformat()}
-    if not report.success:
-        landing.record_batch("rejected", batch_id, ranges, **detail)
-        raise ValidationFailed(report.summary())
-    landing.record_batch("validated", batch_id, ranges, **detail)
-    log.info(report.summary())
-    return report
+    with _topic_lock(landing.dir):
+        ranges = landing.unvalidated()
+        if not ranges:
+            log.info("%s: nothing new to validate", topic)
+            return None
+        files = [landing.dir / r.file for r in ranges if r.file]
+        frame = with_lookups(read_files(files), topic, landing_root)
+        report = validate_dataframe(
+            frame, topic, landing.dir.as_uri(), gx_root=gx_root, run_name=batch_id, history=landing.batches("validated")
+        )
+        detail = {
+            "report": report.__dict__,
+            "stats": batch_stats(frame, topic),
+            "validated_at": datetime.now(UTC).isoformat(),
+        }
+        if not report.success:
+            landing.record_batch("rejected", batch_id, ranges, **detail)
+            raise ValidationFailed(report.summary())
+        landing.record_batch("validated", batch_id, ranges, **detail)
+        log.info(report.summary())
+        return report
 
 
 def redrive(
@@ -244,27 +332,36 @@ def redrive(
     from mlplatform.ingest.landing import Landing
 
     landing = Landing(landing_root, topic)
-    try:
-        _, ranges = landing.quarantined_batch(batch_id)
-    except KeyError:
-        held = [d["batch"] for d in landing.quarantined()]
-        raise LookupError(
-            f"{topic}: batch {batch_id!r} is not in quarantine (quarantined: {', '.join(held) or 'none'})"
-        ) from None
-    files = [landing.dir / r.file for r in ranges if r.file]
-    new_batch = f"{batch_id}.redrive-{uuid.uuid4().hex[:8]}"
-    report = validate_dataframe(
-        read_files(files), topic, landing.dir.as_uri(), gx_root=gx_root, run_name=new_batch, overrides=overrides
-    )
-    if not report.success:
-        raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}")
-    landing.release(
-        batch_id,
-        ranges,
-        new_batch,
-        report=report.__dict__,
-        overrides=overrides or {},
-        validated_at=datetime.now(UTC).isoformat(),
-    )
-    log.info("re-drove %s as %s\n%s", batch_id, new_batch, report.summary())
-    return new_batch, report
+    with _topic_lock(landing.dir):
+        try:
+            _, ranges = landing.quarantined_batch(batch_id)
+        except KeyError:
+            held = [d["batch"] for d in landing.quarantined()]
+            raise LookupError(
+                f"{topic}: batch {batch_id!r} is not in quarantine (quarantined: {', '.join(held) or 'none'})"
+            ) from None
+        files = [landing.dir / r.file for r in ranges if r.file]
+        new_batch = f"{batch_id}.redrive-{uuid.uuid4().hex[:8]}"
+        frame = with_lookups(read_files(files), topic, landing_root)
+        report = validate_dataframe(
+            frame,
+            topic,
+            landing.dir.as_uri(),
+            gx_root=gx_root,
+            run_name=new_batch,
+            overrides=overrides,
+            history=landing.batches("validated"),
+        )
+        if not report.success:
+            raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}")
+        landing.release(
+            batch_id,
+            ranges,
+            new_batch,
+            report=report.__dict__,
+            stats=batch_stats(frame, topic),
+            overrides=overrides or {},
+            validated_at=datetime.now(UTC).isoformat(),
+        )
+        log.info("re-drove %s as %s\n%s", batch_id, new_batch, report.summary())
+        return new_batch, report

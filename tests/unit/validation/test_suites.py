@@ -39,6 +39,7 @@ def outcomes(n: int = 5) -> pd.DataFrame:
             "resolved_at": [NOW - timedelta(minutes=10 + i) for i in range(n)],
             "_partition": [0] * n,
             "_offset": list(range(n)),
+            "ticket_created_at": [NOW - timedelta(hours=2, minutes=i) for i in range(n)],  # looked up in tickets
         }
     )
 
@@ -130,12 +131,12 @@ def test_each_outcome_check_fails_a_batch_that_breaks_it(break_it, expectation):
     assert _failed(break_it(outcomes()), "support.outcomes") == {expectation}
 
 
-def land(root, frame: pd.DataFrame, start: int) -> Range:  # type: ignore[no-untyped-def]
+def land(root, frame: pd.DataFrame, start: int, topic: str = "support.tickets") -> Range:  # type: ignore[no-untyped-def]
     """Land a DataFrame as one range of partition 0, as the ingest would."""
-    landing = Landing(root, "support.tickets")
+    landing = Landing(root, topic)
     tmp = landing.tmp_data_path(0)
     frame.to_parquet(tmp)
-    rng = Range("support.tickets", 0, start, start + len(frame), rows=len(frame), dead=0, run_id="r", group="g")
+    rng = Range(topic, 0, start, start + len(frame), rows=len(frame), dead=0, run_id="r", group="g")
     return landing.commit_range(rng, tmp)
 
 
@@ -237,3 +238,93 @@ def test_a_batch_redriven_after_the_suite_is_fixed_flows_on(tmp_path, monkeypatc
     monkeypatch.setattr(suites, "SUITE_DIR", fixed)
     suites.redrive(tmp_path, "support.tickets", "b1")
     assert len(Landing(tmp_path, "support.tickets").validated_files()) == 1
+
+
+def test_outcomes_are_checked_against_the_tickets_that_landed(tmp_path):
+    land(tmp_path, tickets(), 0)  # T0..T4, opened over the last hours
+    landed = outcomes().drop(columns="ticket_created_at")  # as landed: the lookup adds it
+
+    land(tmp_path, landed, 0, "support.outcomes")
+    assert validate_topic(tmp_path, "support.outcomes", "o1") is not None
+
+    early = landed.assign(_offset=range(5, 10))
+    early.loc[0, "resolved_at"] = NOW - timedelta(days=1)  # resolved before T0 was opened
+    land(tmp_path, early, 5, "support.outcomes")
+    with pytest.raises(ValidationFailed, match="expect_column_pair_values_a_to_be_greater_than_b") as failed:
+        validate_topic(tmp_path, "support.outcomes", "o2")
+    assert "expect_column_values_to_not_be_null" not in str(failed.value)
+
+    unseen = landed.assign(_offset=range(10, 15), ticket_id=[f"X{i}" for i in range(5)])  # tickets never seen
+    land(tmp_path, unseen, 10, "support.outcomes")
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_not_be_null"):
+        validate_topic(tmp_path, "support.outcomes", "o3")
+
+
+def _outcome_batch(n: int, start: int, rate: float) -> pd.DataFrame:
+    """Outcomes of tickets T<start>.. landed at offsets start.., a share ``rate`` of them escalated."""
+    return pd.DataFrame(
+        {
+            "ticket_id": [f"T{start + i}" for i in range(n)],
+            "customer_id": [f"C{i:06d}" for i in range(n)],
+            "escalated": [i < round(rate * n) for i in range(n)],
+            "resolved_at": [NOW - timedelta(minutes=1) for _ in range(n)],
+            "_partition": [0] * n,
+            "_offset": [start + i for i in range(n)],
+        }
+    )
+
+
+def test_an_escalation_rate_far_from_the_trailing_week_fails_and_a_usual_one_passes(tmp_path):
+    land(tmp_path, tickets(600), 0)
+    for k in range(3):  # the trailing week: three batches at 30 %
+        land(tmp_path, _outcome_batch(100, 100 * k, 0.3), 100 * k, "support.outcomes")
+        assert validate_topic(tmp_path, "support.outcomes", f"o{k}") is not None
+    land(tmp_path, _outcome_batch(100, 300, 0.9), 300, "support.outcomes")
+    with pytest.raises(ValidationFailed, match="expect_column_mean_to_be_between"):
+        validate_topic(tmp_path, "support.outcomes", "spike")
+    land(tmp_path, _outcome_batch(100, 400, 0.34), 400, "support.outcomes")
+    assert validate_topic(tmp_path, "support.outcomes", "usual") is not None
+    land(tmp_path, _outcome_batch(5, 500, 1.0), 500, "support.outcomes")  # 5 of 5: no evidence of a change
+    assert validate_topic(tmp_path, "support.outcomes", "small") is not None
+
+
+def test_a_flood_far_above_the_trailing_week_fails_the_volume_bound(tmp_path):
+    for k in range(3):
+        land(tmp_path, tickets(10, start=10 * k), 10 * k)
+        assert validate_topic(tmp_path, "support.tickets", f"t{k}") is not None
+    land(tmp_path, tickets(600, start=30), 30)
+    with pytest.raises(ValidationFailed, match="expect_table_row_count_to_be_between"):
+        validate_topic(tmp_path, "support.tickets", "flood")
+
+
+def test_trailing_bounds_wait_for_enough_history_and_a_redrive_can_set_one():
+    from mlplatform.validation.suites import suite_parameters
+
+    week = [{"validated_at": NOW.isoformat(), "stats": {"rows": 100.0, "mean:escalated": 0.3}}] * 2
+    assert suite_parameters("support.outcomes", NOW, history=week, rows=100)["escalation_rate_min"] == 0
+    three = [*week, week[0]]
+    low = suite_parameters("support.outcomes", NOW, history=three, rows=100)["escalation_rate_min"]
+    assert 0.05 < low < 0.3
+    old = [{"validated_at": (NOW - timedelta(days=8)).isoformat(), "stats": week[0]["stats"]}] * 3
+    assert suite_parameters("support.outcomes", NOW, history=old, rows=100)["escalation_rate_min"] == 0
+    forced = suite_parameters("support.outcomes", NOW, overrides={"escalation_rate_max": 0.99}, history=three, rows=9)
+    assert forced["escalation_rate_max"] == 0.99
+
+
+def test_two_validations_at_once_quarantine_a_failing_batch_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = tickets()
+    bad.loc[0, "priority"] = 9
+    land(tmp_path, bad, 0)
+
+    def attempt(batch: str) -> str:
+        try:
+            return "passed" if validate_topic(tmp_path, "support.tickets", batch, gx_root=tmp_path / "gx") else "none"
+        except ValidationFailed:
+            return "failed"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes_ = sorted(pool.map(attempt, ["b1", "b2"]))
+    assert outcomes_ == ["failed", "none"]  # the second found the ranges claimed by the first
+    assert len(Landing(tmp_path, "support.tickets").quarantined()) == 1
