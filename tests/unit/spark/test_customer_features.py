@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ def spark():  # type: ignore[no-untyped-def]
     )
     yield session
     session.stop()
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # its connections log at interpreter exit otherwise
 
 
 def _ticket(tid: str, customer: str, day: int, priority: int = 1, plan: str = "pro") -> dict:
