@@ -230,13 +230,14 @@ def quarantine_list() -> None:
 def _overrides(pairs: list[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for pair in pairs:
-        name, sep, value = pair.partition("=")
+        name, _, value = pair.partition("=")
         try:
-            out[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
+            number = None
+        if number is None or not name.strip():
             raise typer.BadParameter(f"{pair!r}: expected NAME=DAYS, e.g. stale_before=90", param_hint="--set")
+        out[name.strip()] = number
     return out
 
 

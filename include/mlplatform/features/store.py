@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import logging
 import os
@@ -14,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from mlplatform.config.settings import Settings, get_settings
+from mlplatform.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,16 @@ def drop_project(s: Settings) -> None:
 
         with engine.begin() as conn:
             conn.execute(delete(history).where(history.c.project_id == fs.project))
-    shutil.rmtree(online_snapshot_path(s, "_").parent, ignore_errors=True)
+    shutil.rmtree(_snapshot_dir(s), ignore_errors=True)
+
+
+def _snapshot_dir(s: Settings) -> Path:
+    return s.data_dir / "features" / "_online" / s.feast_project
 
 
 def online_snapshot_path(s: Settings, view: str) -> Path:
     """What the last materialization wrote online for ``view``: the newest row per entity (Parquet)."""
-    return s.data_dir / "features" / "_online" / s.feast_project / f"{view}.parquet"
+    return _snapshot_dir(s) / f"{view}.parquet"
 
 
 @contextlib.contextmanager
@@ -109,9 +113,7 @@ def _publish_lock(s: Settings) -> Iterator[None]:
     so two publishers must not interleave): a PostgreSQL advisory lock on the registry database, released
     by the server should the holder die; a file lock for the embedded store."""
     if s.feast_mode == "embedded":
-        (s.home / "feast").mkdir(parents=True, exist_ok=True)
-        with open(s.home / "feast" / ".materialize.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with file_lock(s.home / "feast" / ".materialize.lock"):
             yield
         return
     import psycopg2
@@ -152,9 +154,7 @@ def _changed_rows(latest: Any, previous: Any, keys: list[str], columns: list[str
     return latest[changed.to_numpy()]
 
 
-def materialize(
-    s: Settings | None = None, end: datetime | None = None, days: int = 60, full: bool = False
-) -> dict[str, Any]:
+def materialize(s: Settings | None = None, end: datetime | None = None, days: int = 60) -> dict[str, Any]:
     """Bring the online store up to the offline table, writing only what is new or changed.
 
     For each online view, Feast's own offline query takes the newest row per entity in the window (its
@@ -164,7 +164,7 @@ def materialize(
     job recomputes a day's row when late events arrive while keeping its event timestamp: Feast's Redis
     writer skips a row whose timestamp equals the stored one, so the store runs with ``skip_dedup`` (see
     feature_store.yaml) and the ordering check is ours (one publisher at a time, newest row per entity).
-    ``full`` writes every row (after the online store was lost or emptied). The window is recorded as a
+    An online store found emptied since the last run gets every row again. The window is recorded as a
     materialization interval in the registry, as ``feast materialize`` does.
     """
     import pandas as pd
@@ -195,7 +195,7 @@ def materialize(
             ).to_df()
             latest = latest[[*keys, ts, *columns]].reset_index(drop=True)
             snap = online_snapshot_path(s, fv.name)
-            previous = None if full or not snap.exists() else pd.read_parquet(snap)
+            previous = pd.read_parquet(snap) if snap.exists() else None
             if previous is not None and len(previous) and _online_lost(store, fv, previous, keys):
                 log.warning("%s: rows the last materialization wrote are missing online: writing all", fv.name)
                 previous = None

@@ -11,7 +11,6 @@ downstream. An empty batch is not a failure.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import uuid
@@ -23,6 +22,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import yaml
+
+from mlplatform.locks import file_lock
 
 log = logging.getLogger(__name__)
 SUITE_DIR = Path(__file__).resolve().parents[2] / "suites"
@@ -163,19 +164,7 @@ def _project_lock(gx_root: Path | None) -> Iterator[None]:
     if gx_root is None:
         yield
         return
-    gx_root.mkdir(parents=True, exist_ok=True)
-    with open(gx_root / ".validate.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-@contextlib.contextmanager
-def _topic_lock(landing_dir: Path) -> Iterator[None]:
-    """One validation or re-drive of a topic at a time: the second of two concurrent runs then finds the
-    ranges claimed by the first instead of validating (and maybe quarantining) them a second time."""
-    landing_dir.mkdir(parents=True, exist_ok=True)
-    with open(landing_dir / ".validate.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with file_lock(gx_root / ".validate.lock"):
         yield
 
 
@@ -296,7 +285,7 @@ def validate_topic(
     from mlplatform.ingest.landing import Landing
 
     landing = Landing(landing_root, topic)
-    with _topic_lock(landing.dir):
+    with file_lock(landing.dir / ".validate.lock"):  # one validation or re-drive of a topic at a time
         ranges = landing.unvalidated()
         if not ranges:
             log.info("%s: nothing new to validate", topic)
@@ -332,7 +321,7 @@ def redrive(
     from mlplatform.ingest.landing import Landing
 
     landing = Landing(landing_root, topic)
-    with _topic_lock(landing.dir):
+    with file_lock(landing.dir / ".validate.lock"):  # one validation or re-drive of a topic at a time
         try:
             _, ranges = landing.quarantined_batch(batch_id)
         except KeyError:
