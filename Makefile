@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 EVENTS ?= 2000
 
-.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags bench-ingest clean
+.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags bench-ingest bench-feast-online clean
 
 setup:            ## install Debian packages, the venv and the Kafka jars
 	@scripts/bootstrap.sh
@@ -47,6 +47,9 @@ bench-dags: setup  ## DAG parse time per file vs an empty one-operator DAG; fail
 
 bench-ingest: setup ## exactly-once ingest vs a plain raw consumer, 1M and 10M events (about 15 min)
 	$(VENV)/python bench/ingest.py
+
+bench-feast-online: setup ## Feast online lookup (1 entity x the service) vs a raw Redis HMGET, in-process
+	$(VENV)/python bench/feast_online.py
 
 clean: down
 	rm -rf .mlp

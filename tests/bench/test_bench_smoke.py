@@ -70,3 +70,20 @@ def test_ingest_bench_smoke(tmp_path, stack):
         size["this_project"]["events_per_s"] / size["peer_raw_consumer"]["events_per_s"], rel=0.02
     )
     assert res.stdout.strip().splitlines()[-1].startswith("ingest [smoke]: 20,000 events")
+
+
+def test_feast_online_bench_smoke(tmp_path, stack):
+    """Both sides read the same customer's values from the session stack's Redis through a Feast project of
+    the bench's own (dropped at the end); latencies are reported, never judged here."""
+    out = tmp_path / "feast_online.json"
+    res = _bench("feast_online.py", "--smoke", "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["materialized"] == {"customer_stats": 500}
+    for side in ("this_project_feast", "peer_raw_redis_hmget"):
+        assert report[side]["lookups"] == 2_000, side
+        assert 0 < report[side]["p50_ms"] <= report[side]["p99_ms"] <= report[side]["max_ms"], side
+    assert report["p99_ratio_vs_raw"] == pytest.approx(
+        report["this_project_feast"]["p99_ms"] / report["peer_raw_redis_hmget"]["p99_ms"], rel=0.02
+    )
+    assert res.stdout.strip().splitlines()[-1].startswith("feast_online [smoke]: 1 entity x 5 features")

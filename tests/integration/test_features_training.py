@@ -19,6 +19,7 @@ from mlplatform.ingest.landing import Landing
 from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
 from mlplatform.registry.gate import register_and_gate
+from mlplatform.serving.server import served_feature_service
 from mlplatform.stack.services import BIN, spark_env
 from mlplatform.validation.suites import read_files
 from training.config import load
@@ -146,3 +147,21 @@ def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, 
     retry = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
     assert retry.version == "1"  # a retried task registers nothing new
     assert client.get_model_version_by_alias(name, "champion").version == "1"
+
+    # through the register step: the version gets a Feast service of its own, recorded on version and run
+    s = settings.model_copy(update={"model_name": f"it_fs_{uuid.uuid4().hex[:6]}"})
+    decision = stages.register(result, s)
+    assert decision["version"] == "1"
+    service = decision["feature_service"]
+    assert service == f"{settings.feature_service}_v1"
+    frozen = store.get_store(s).get_feature_service(service)
+    assert [f.name for p in frozen.feature_view_projections for f in p.features] == result["feature_columns"]
+    assert frozen.tags["mlflow.run_id"] == result["run_id"]
+    assert client.get_model_version(s.model_name, "1").tags["feast.feature_service"] == service
+    assert client.get_run(result["run_id"]).data.tags["feast.feature_service"] == service
+    assert stages.register(result, s)["version"] == "1"  # a retry: same version, same service
+    assert served_feature_service(settings.mlflow_uri, result["run_id"], "base") == service
+    online = store.get_store(s).get_online_features(features=frozen, entity_rows=[{"customer_id": "C000001"}])
+    assert set(online.to_dict()) == {"customer_id", *result["feature_columns"]}
+    with pytest.raises(LookupError, match="no_such_feature"):
+        store.version_service(s, 99, ["tickets_7d", "no_such_feature"])

@@ -37,8 +37,12 @@ def _export_env(s: Settings) -> None:
     os.environ.setdefault("MLP_FEATURES_URI", str(features_path(s)))
 
 
-def get_store(s: Settings | None = None) -> Any:
-    """A FeatureStore for the active profile (feature_store.yaml or feature_store.cluster.yaml)."""
+def get_store(s: Settings | None = None, serving: bool = False, cache_ttl_seconds: int | None = None) -> Any:
+    """A FeatureStore for the active profile (feature_store.yaml or feature_store.cluster.yaml).
+
+    ``serving``: a long-lived lookup process (the model server). Its registry cache is refreshed by
+    Feast's background thread (``cache_mode: thread``) instead of by the first lookup after the TTL, so
+    no request waits on a registry read; such a process sees registry changes up to the TTL late."""
     from feast import FeatureStore
 
     s = s or get_settings()
@@ -53,6 +57,13 @@ def get_store(s: Settings | None = None) -> Any:
     config = load_repo_config(feature_repo(s), feature_repo(s) / name)
     if config.project != s.feast_project:  # MLP_FEAST_PROJECT: a namespace of its own (a test, a team)
         config = config.model_copy(update={"project": s.feast_project})
+    if serving or cache_ttl_seconds is not None:
+        registry = config.registry.model_dump()
+        registry.update({"cache_mode": "thread"} if serving else {})
+        if cache_ttl_seconds is not None:
+            registry["cache_ttl_seconds"] = cache_ttl_seconds
+        config = config.model_copy(update={"registry_config": registry})
+        config._registry = None  # noqa: SLF001 - parsed again from registry_config
     return FeatureStore(repo_path=str(feature_repo(s)), config=config)
 
 
@@ -74,6 +85,35 @@ def apply(s: Settings | None = None) -> list[str]:
     objects = definitions(s).OBJECTS
     store.apply(objects)
     return [o.name for o in objects]
+
+
+def version_service(s: Settings, version: str | int, features: list[str], tags: dict[str, str] | None = None) -> str:
+    """Freeze the features one model version was trained on as a FeatureService of its own,
+    ``<feature_service>_v<version>`` (the base service may change later; this one does not), and apply it.
+
+    Each feature is taken from the online view that defines it, as projections of those views, so the
+    service yields exactly ``features``. Idempotent: a retry applies the same object again."""
+    from feast import FeatureService
+
+    store = get_store(s)
+    name = f"{s.feature_service}_v{version}"
+    wanted = list(dict.fromkeys(features))
+    projections = []
+    for fv in store.list_feature_views():
+        cols = [f for f in wanted if f in {x.name for x in fv.features}]
+        if cols:
+            projections.append(fv[cols])
+            wanted = [f for f in wanted if f not in cols]
+    if wanted:
+        raise LookupError(f"features of model version {version} are in no feature view of {store.project}: {wanted}")
+    service = FeatureService(
+        name=name,
+        features=projections,
+        description=f"Features of {s.model_name} version {version}, as trained",
+        tags={"mlflow.model": s.model_name, "mlflow.version": str(version), **(tags or {})},
+    )
+    store.apply([service])
+    return name
 
 
 def drop_project(s: Settings) -> None:

@@ -276,11 +276,24 @@ def train_local(
     return run_training(s.repo_root / "training" / "configs" / "local_cpu.yaml", overrides, s.repo_root)
 
 
+FEATURE_SERVICE_TAG = "feast.feature_service"
+
+
 def register(result: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
+    """Register the trained model and gate it. Its version gets a Feast FeatureService of its own (the
+    features it was trained on), recorded as the ``feast.feature_service`` tag on the version and the run
+    before the version can become champion: the server looks features up through that service."""
+    from mlplatform.features.store import version_service
     from mlplatform.registry.gate import register_and_gate
 
     s = s or get_settings()
-    return register_and_gate(s.mlflow_uri, s.model_name, result["run_id"], result["model_uri"]).to_dict()
+    run_id = result["run_id"]
+
+    def bind_features(version: str) -> dict[str, str]:
+        return {FEATURE_SERVICE_TAG: version_service(s, version, result["feature_columns"], {"mlflow.run_id": run_id})}
+
+    decision = register_and_gate(s.mlflow_uri, s.model_name, run_id, result["model_uri"], on_registered=bind_features)
+    return {**decision.to_dict(), "feature_service": f"{s.feature_service}_v{decision.version}"}
 
 
 def deploy(s: Settings | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ already registered is not registered twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,8 +42,17 @@ def decide(candidate: float, champion: float | None, min_delta: float = 0.0) -> 
 
 
 def register_and_gate(
-    tracking_uri: str, name: str, run_id: str, model_uri: str, metric: str = "eval_roc_auc", min_delta: float = 0.0
+    tracking_uri: str,
+    name: str,
+    run_id: str,
+    model_uri: str,
+    metric: str = "eval_roc_auc",
+    min_delta: float = 0.0,
+    on_registered: Callable[[str], dict[str, str]] | None = None,
 ) -> GateDecision:
+    """Register the run's model (once), then gate it. ``on_registered(version)`` runs before any alias moves
+    (the version's feature service, say); the tags it returns go on the version and on the run, so a
+    version never becomes challenger or champion without them."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -55,6 +65,9 @@ def register_and_gate(
         client.create_registered_model(name, description="Support-ticket escalation (mlplatform reference)")
     existing = [v for v in client.search_model_versions(f"name='{name}'") if v.run_id == run_id]
     version = existing[0].version if existing else mlflow.register_model(model_uri, name).version
+    for key, value in (on_registered(str(version)) if on_registered else {}).items():
+        client.set_model_version_tag(name, version, key, value)
+        client.set_tag(run_id, key, value)
     candidate = float(client.get_run(run_id).data.metrics[metric])
     try:
         champ = client.get_model_version_by_alias(name, "champion")

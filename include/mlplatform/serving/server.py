@@ -18,23 +18,40 @@ class PredictRequest(BaseModel):
     body: str = Field(max_length=20000)
 
 
+def served_feature_service(tracking_uri: str, run_id: str | None, default: str) -> str:
+    """The FeatureService the model was registered with (the run's ``feast.feature_service`` tag, set by
+    the register step). A model registered before per-version services falls back to ``default``."""
+    from mlflow import MlflowClient
+
+    from mlplatform.pipeline.stages import FEATURE_SERVICE_TAG
+
+    tag = MlflowClient(tracking_uri).get_run(run_id).data.tags.get(FEATURE_SERVICE_TAG) if run_id else None
+    if not tag:
+        log.warning("run %s has no %s tag: using the base service %s", run_id, FEATURE_SERVICE_TAG, default)
+    return tag or default
+
+
 def create_app(model_uri: str, tracking_uri: str) -> Any:
     import mlflow
     import pandas as pd
     from fastapi import FastAPI, HTTPException
 
+    from mlplatform.config.settings import get_settings
     from mlplatform.features.store import get_store
 
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
-    store = get_store()
+    s = get_settings()
+    store = get_store(s, serving=True)  # registry refreshed in the background, never in a request
     meta = model.metadata
-    feature_service = store.get_feature_service("escalation_features")
+    service_name = served_feature_service(tracking_uri, meta.run_id, s.feature_service)
+    feature_service = store.get_feature_service(service_name)  # fails the start if the service is missing
+    log.info("serving %s (run %s) with feature service %s", model_uri, meta.run_id, service_name)
     app = FastAPI(title="mlplatform model server")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "model_uri": model_uri, "run_id": meta.run_id}
+        return {"status": "ok", "model_uri": model_uri, "run_id": meta.run_id, "feature_service": service_name}
 
     @app.post("/predict")
     def predict(req: PredictRequest) -> dict[str, Any]:
