@@ -146,6 +146,8 @@ def test_feature_lookup_notebook_runs_in_a_real_kernel(client):
     nb = nbformat.read(REPO_ROOT / "notebooks" / "feature_lookup.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_ROOT)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert any("point-in-time correct for 9 rows" in o.get("text", "") for o in outputs)
+    assert any("feature service: escalation_features" in o.get("text", "") for o in outputs)
     assert any("features for 3 customers" in o.get("text", "") for o in outputs)
 
 
