@@ -29,6 +29,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
+from mlplatform.pipeline.links import data_docs_task
 from mlplatform.pipeline.params import param_specs
 from mlplatform.pipeline.stages import spark_submit_kwargs
 from mlplatform.pipeline.tasks import lane_pool
@@ -76,7 +77,7 @@ def ml_pipeline() -> None:
 
         return run(topic, run_conf, get_current_context()["run_id"])
 
-    @task
+    @data_docs_task
     def validate(topic: str) -> dict:
         from mlplatform.pipeline.tasks import validate as run
 

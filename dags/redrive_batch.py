@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context
 
 from mlplatform.pipeline import assets
+from mlplatform.pipeline.links import data_docs_task
 
 
 @dag(
@@ -42,7 +43,7 @@ from mlplatform.pipeline import assets
     doc_md=__doc__,
 )
 def redrive_batch() -> None:
-    @task(outlets=[Asset(assets.VALIDATED)])
+    @data_docs_task(outlets=[Asset(assets.VALIDATED)])
     def redrive() -> dict:
         from mlplatform.pipeline.tasks import redrive as run
 

@@ -18,6 +18,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
+from mlplatform.pipeline.links import data_docs_task
 
 S = get_settings()
 
@@ -35,7 +36,7 @@ S = get_settings()
     doc_md=__doc__,
 )
 def validate_landing() -> None:
-    @task
+    @data_docs_task
     def validate(topic: str) -> dict:
         from mlplatform.pipeline.tasks import validate as run
 

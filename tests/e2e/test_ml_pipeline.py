@@ -20,6 +20,7 @@ from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
 from mlplatform.stack.airflow_api import AirflowClient
 from mlplatform.stack.services import BIN, airflow_env
+from mlplatform.validation.docs import http_url
 
 pytestmark = pytest.mark.e2e
 
@@ -184,6 +185,23 @@ def _asset_triggered_runs(client: AirflowClient, since: datetime, dag_id: str = 
     ]
 
 
+def _data_docs_links(client: AirflowClient, dag_id: str, task_id: str, since: datetime) -> list[str]:
+    """The "Data Docs" extra links of every instance of ``task_id`` in ``dag_id`` runs after ``since``."""
+    links = []
+    for run in client.request("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})[
+        "dag_runs"
+    ]:
+        if datetime.fromisoformat(run["run_after"]) < since:
+            continue
+        tis = client.request("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances", params={"limit": 100})
+        for ti in tis["task_instances"]:
+            if ti["task_id"] == task_id:
+                path = f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/links"
+                got = client.request("GET", path, params={"map_index": ti["map_index"]})["extra_links"]
+                links.extend(v for k, v in got.items() if k == "Data Docs" and v)
+    return links
+
+
 @pytest.mark.timeout(900)
 def test_new_events_wake_ingest_events_through_the_kafka_watcher(client, settings):
     """No trigger and no schedule: events on the topics alone start ingest_events (AssetWatcher on Kafka),
@@ -243,6 +261,15 @@ def test_a_stale_backfill_is_quarantined_and_flows_on_after_a_redrive(client, se
     assert held, "the stale backfill was not quarantined"
     assert any(f.startswith("expect_column_max_to_be_between") for f in held[0]["failed"]), held
     assert held[0]["docs"].startswith("file://")
+    # the failed validate task carries a "Data Docs" link to that page, served over HTTP by the API server
+    page = http_url(held[0]["docs"], stages.gx_root(settings), settings)
+    assert page.startswith(f"{settings.airflow_url}/data-docs/validations/"), page
+    assert page in _data_docs_links(client, "validate_landing", "validate", since), page
+    html = httpx.get(page, timeout=30)
+    assert html.status_code == 200
+    assert "text/html" in html.headers["content-type"]
+    assert "ticket_id" in html.text  # the rendered expectations of the tickets suite
+    assert httpx.get(f"{settings.airflow_url}/data-docs/index.html", timeout=30).status_code == 200
     assert old_feature_rows() == before  # nothing of the quarantined batch reached the features
 
     redriven_at = datetime.now(UTC)

@@ -125,7 +125,13 @@ def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None
     report = validate_topic(landing_root(s), topic, batch_id, gx_root=gx_root(s))
     if report is None:
         return {"topic": topic, "batch": None, "rows": 0, "expectations": 0}
-    return {"topic": topic, "batch": batch_id, "rows": report.rows, "expectations": report.evaluated}
+    return {
+        "topic": topic,
+        "batch": batch_id,
+        "rows": report.rows,
+        "expectations": report.evaluated,
+        "docs": report.docs,
+    }
 
 
 def quarantine(s: Settings | None = None) -> list[dict[str, Any]]:

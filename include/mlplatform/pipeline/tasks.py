@@ -41,13 +41,19 @@ def validate(topic: str, run_id: str) -> dict[str, Any]:
     """Validate the topic's unclaimed landed ranges. A failed batch fails the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from mlplatform.pipeline.links import record_docs
     from mlplatform.pipeline.stages import validate_batch
     from mlplatform.validation.suites import ValidationFailed
 
     try:
-        return validate_batch({"topic": topic}, run_id)
+        result = validate_batch({"topic": topic}, run_id)
     except ValidationFailed as exc:  # the data will not change on retry: stop the chain now
+        if exc.report is not None:
+            record_docs(exc.report.docs)
         raise AirflowFailException(str(exc)) from exc
+    if result.get("docs"):
+        result["docs_url"] = record_docs(result["docs"])
+    return result
 
 
 def redrive(params: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +64,7 @@ def redrive(params: dict[str, Any]) -> dict[str, Any]:
 
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+    from mlplatform.pipeline.links import record_docs
     from mlplatform.pipeline.stages import redrive_batches
     from mlplatform.validation.suites import ValidationFailed
 
@@ -68,10 +75,14 @@ def redrive(params: dict[str, Any]) -> dict[str, Any]:
             {k: float(v) for k, v in (params.get("overrides") or {}).items()},
         )
     except (LookupError, ValueError, ValidationFailed) as exc:
+        if isinstance(exc, ValidationFailed) and exc.report is not None:
+            record_docs(exc.report.docs)
         raise AirflowFailException(str(exc)) from exc
     log = logging.getLogger(__name__)
-    for r in result["released"]:
-        log.info("released %s/%s as %s (%d rows): %s", r["topic"], r["from"], r["batch"], r["rows"], r["docs"])
+    for i, r in enumerate(result["released"]):
+        log.info("released %s/%s as %s (%d rows)", r["topic"], r["from"], r["batch"], r["rows"])
+        # every page is logged; the extra link opens the last one's
+        r["docs_url"] = record_docs(r["docs"], keep=i == len(result["released"]) - 1)
     for r in result["stayed"]:
         log.warning("still in quarantine: %s/%s\n%s", r["topic"], r["batch"], r["reason"])
     if not result["released"]:

@@ -30,7 +30,11 @@ SUITE_DIR = Path(__file__).resolve().parents[2] / "suites"
 
 
 class ValidationFailed(RuntimeError):
-    """The batch broke its data contract."""
+    """The batch broke its data contract (``report``: the validation that said so)."""
+
+    def __init__(self, message: str, report: ValidationReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,7 @@ def validate_topic(
         }
         if not report.success:
             landing.record_batch("rejected", batch_id, ranges, **detail)
-            raise ValidationFailed(report.summary())
+            raise ValidationFailed(report.summary(), report)
         landing.record_batch("validated", batch_id, ranges, **detail)
         log.info(report.summary())
         return report
@@ -342,7 +346,7 @@ def redrive(
             history=landing.batches("validated"),
         )
         if not report.success:
-            raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}")
+            raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}", report)
         landing.release(
             batch_id,
             ranges,

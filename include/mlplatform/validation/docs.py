@@ -1,0 +1,70 @@
+"""Data Docs over HTTP: the GX project's static site (``<gx root>/gx/uncommitted/data_docs/local_site``) served
+by the Airflow API server under ``/data-docs`` (plugins/mlplatform_plugin.py), and the HTTP address of a
+validation's page (what the task log prints and the task's "Data Docs" extra link opens).
+
+The site is plain files that GX writes; serving them from the API server means no extra service and the
+same host and port as the UI that links to them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from mlplatform.config.settings import Settings
+
+PREFIX = "/data-docs"
+SITE = "local_site"
+
+
+def site_dir(gx_root: Path) -> Path:
+    """The local site of the file-mode GX project at ``gx_root`` (GX keeps its project in ``gx/`` there)."""
+    return gx_root / "gx" / "uncommitted" / "data_docs" / SITE
+
+
+def base_url(s: Settings) -> str:
+    """Where the Airflow API server answers (``AIRFLOW__API__BASE_URL`` when set, else the stack's)."""
+    return (os.environ.get("AIRFLOW__API__BASE_URL") or s.airflow_url).rstrip("/")
+
+
+def http_url(docs: str, gx_root: Path, s: Settings) -> str:
+    """The HTTP address of a Data Docs page given as GX's ``file://`` URL; "" when it is not in the site."""
+    from mlplatform.validation.suites import uri_to_path
+
+    if not docs:
+        return ""
+    try:
+        rel = uri_to_path(docs).resolve().relative_to(site_dir(gx_root).resolve())
+    except ValueError:
+        return ""
+    return f"{base_url(s)}{PREFIX}/{quote(rel.as_posix())}"
+
+
+def app(gx_root: Path) -> Any:
+    """A FastAPI app serving the site read-only (``index.html`` at the root). The directory may not exist
+    yet (no validation ran): it is created, and pages appear as GX writes them."""
+    from fastapi import FastAPI
+    from fastapi.staticfiles import StaticFiles
+
+    root = site_dir(gx_root)
+    root.mkdir(parents=True, exist_ok=True)
+    api = FastAPI(title="Great Expectations Data Docs", docs_url=None, redoc_url=None, openapi_url=None)
+    api.mount("/", StaticFiles(directory=root, html=True), name="data-docs")
+    return api
+
+
+class LazyApp:
+    """An ASGI app that builds ``app(gx_root)`` on its first request: the plugin module is imported by every
+    Airflow component, and only the API server ever serves a page."""
+
+    def __init__(self) -> None:
+        self._app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            from mlplatform.config.settings import get_settings
+            from mlplatform.pipeline.stages import gx_root
+
+            self._app = app(gx_root(get_settings()))
+        await self._app(scope, receive, send)
