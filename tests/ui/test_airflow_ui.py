@@ -83,3 +83,33 @@ def test_trigger_ml_pipeline_from_the_params_form(page, settings, stack):
     page.screenshot(path=str(ARTIFACTS / "run_started.png"))
     # leave no work behind for the rest of the session
     client.request("PATCH", f"/dags/ml_pipeline/dagRuns/{new_run['dag_run_id']}", json={"state": "failed"})
+
+
+def _login(page, settings, stack) -> None:  # type: ignore[no-untyped-def]
+    page.goto(settings.airflow_url)
+    page.get_by_label("Username").fill(settings.airflow_admin)
+    page.get_by_label("Password").fill(stack.admin_password())
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Dags").first.wait_for()
+
+
+def test_data_docs_are_in_the_browse_menu_and_served_by_the_api_server(page, settings, stack, tmp_path):
+    """The nav's Browse menu has Data Docs; following it opens the GX site from the API server itself."""
+    _login(page, settings, stack)
+    page.get_by_role("button", name="Browse").click()
+    entry = page.get_by_role("menuitem", name="Data Docs")
+    entry.wait_for()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browse_menu.png"))
+    with page.context.expect_page() as opened:
+        entry.click()  # an external view: a new tab
+    docs = opened.value
+    docs.wait_for_load_state()
+    assert docs.url == f"{settings.airflow_url}/data-docs/index.html", docs.url
+    from mlplatform.pipeline.stages import gx_root
+    from mlplatform.validation.docs import site_dir
+
+    if (site_dir(gx_root(settings)) / "index.html").exists():  # a validation has run in this stack
+        assert "Data Docs" in docs.title() or "Great Expectations" in docs.content()
+    else:
+        assert "Not Found" in docs.content()
