@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         description="Feast project: the namespace of the registry's objects and of the online store's keys",
     )
     spark_master: str = "local[*]"
+    spark_cluster: bool = Field(
+        default=False, description="start the standalone Spark cluster with the stack and submit the feature job to it"
+    )
+    spark_master_port: int = 7077
+    spark_master_ui_port: int = 8090
+    spark_worker_ui_port: int = 8091
+    spark_worker_cores: int = Field(default=2, ge=1)
+    spark_worker_memory: str = "2g"
     train_device: Literal["auto", "cpu", "cuda"] = "auto"
     gpu_pool: str = "gpu_local"
     train_gpus: int = Field(default=1, ge=1, description="GPUs per training pod (cluster profile)")
@@ -106,6 +114,15 @@ class Settings(BaseSettings):
     @property
     def repo_root(self) -> Path:
         return REPO_ROOT
+
+    @property
+    def spark_cluster_url(self) -> str:
+        return f"spark://{self.host}:{self.spark_master_port}"
+
+    @property
+    def spark_submit_master(self) -> str:
+        """The master the feature job is submitted to (the ``spark_default`` connection's host)."""
+        return self.spark_cluster_url if self.spark_cluster else self.spark_master
 
     @property
     def data_dir(self) -> Path:

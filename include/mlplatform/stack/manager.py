@@ -67,7 +67,10 @@ class Stack:
             unknown = set(only) - {s.name for s in self.services}
             if unknown:
                 raise KeyError(f"unknown services {sorted(unknown)}; known: {[s.name for s in self.services]}")
-        services = [svc for svc in self.services if only is None or svc.name in only]
+        if only is None:
+            services = [svc for svc in self.services if not svc.optional or self.s.spark_cluster]
+        else:
+            services = [svc for svc in self.services if svc.name in only]
         # Fail fast, before starting anything, when a port is held by a process we did not start.
         own = self._own_pids()
         for svc in services:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,6 +39,7 @@ class Service:
     after_start: Callable[[], None] | None = None
     env: Callable[[], dict[str, str]] = field(default=lambda: dict(os.environ))
     start_timeout: float = 90.0
+    optional: bool = False  # started by a plain `mlp up` only when enabled (the Spark cluster: MLP_SPARK_CLUSTER)
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
@@ -134,7 +136,7 @@ def _mlp_env(s: Settings) -> dict[str, str]:
         "MLP_MLFLOW_PORT": str(s.mlflow_port),
         "MLP_AIRFLOW_PORT": str(s.airflow_port),
         "MLP_SERVING_PORT": str(s.serving_port),
-        "MLP_SPARK_MASTER": s.spark_master,
+        "MLP_SPARK_MASTER": s.spark_submit_master,
         "MLP_CONSUMER_GROUP": s.consumer_group,
         "MLP_WATCH_GROUP": s.watch_group,
     }
@@ -580,9 +582,79 @@ def _airflow(s: Settings) -> list[Service]:
     ]
 
 
+def spark_master_state(s: Settings) -> dict[str, Any]:
+    """The standalone master's own status document (``/json/``): status, alive workers, cores, apps."""
+    try:
+        doc: dict[str, Any] = httpx.get(f"http://{s.host}:{s.spark_master_ui_port}/json/", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return doc
+
+
+def _spark(s: Settings) -> list[Service]:
+    """A standalone Spark cluster on loopback: the installed PySpark's own Master and Worker classes
+    (``spark-class``), one worker with ``spark_worker_cores`` cores. Optional: ``MLP_SPARK_CLUSTER=1``."""
+
+    def env() -> dict[str, str]:
+        return {
+            **os.environ,
+            **spark_env(),
+            "SPARK_LOCAL_IP": s.host,
+            "SPARK_LOG_DIR": str(s.home / "logs"),
+            "SPARK_WORKER_DIR": str(s.home / "spark" / "work"),
+            "SPARK_NO_DAEMONIZE": "1",
+        }
+
+    def spark_class() -> str:
+        return str(Path(spark_env()["SPARK_HOME"]) / "bin" / "spark-class")
+
+    master = Service(
+        name="spark-master",
+        ports=[s.spark_master_port, s.spark_master_ui_port],
+        argv=lambda: [
+            spark_class(),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            s.host,
+            "--port",
+            str(s.spark_master_port),
+            "--webui-port",
+            str(s.spark_master_ui_port),
+        ],
+        health=lambda: spark_master_state(s).get("status") == "ALIVE",
+        url=s.spark_cluster_url,
+        env=env,
+        optional=True,
+    )
+    worker = Service(
+        name="spark-worker",
+        ports=[s.spark_worker_ui_port],
+        argv=lambda: [
+            spark_class(),
+            "org.apache.spark.deploy.worker.Worker",
+            s.spark_cluster_url,
+            "--host",
+            s.host,
+            "--cores",
+            str(s.spark_worker_cores),
+            "--memory",
+            s.spark_worker_memory,
+            "--webui-port",
+            str(s.spark_worker_ui_port),
+            "--work-dir",
+            str(s.home / "spark" / "work"),
+        ],
+        health=lambda: int(spark_master_state(s).get("aliveworkers", 0)) >= 1,
+        url=f"http://{s.host}:{s.spark_worker_ui_port}",
+        env=env,
+        optional=True,
+    )
+    return [master, worker]
+
+
 def all_services(s: Settings) -> list[Service]:
     """Services in start order (dependencies first)."""
-    return [_postgres(s), _redis(s), _kafka(s), _registry(s), _mlflow(s), *_airflow(s)]
+    return [_postgres(s), _redis(s), _kafka(s), _registry(s), _mlflow(s), *_spark(s), *_airflow(s)]
 
 
 def wait_healthy(service: Service, is_alive: Callable[[], bool], log_file: Path) -> None:

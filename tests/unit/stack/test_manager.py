@@ -23,3 +23,18 @@ def test_services_start_dependencies_first(settings):
     names = [s.name for s in Stack(settings).services]
     assert names.index("postgres") < names.index("mlflow") < names.index("airflow-api-server")
     assert names.index("airflow-api-server") < names.index("airflow-scheduler")
+
+
+def test_the_spark_cluster_is_optional_and_when_enabled_spark_default_points_at_it(settings):
+    stack = Stack(settings)
+    optional = {s.name for s in stack.services if s.optional}
+    assert optional == {"spark-master", "spark-worker"}
+    names = [s.name for s in stack.services]
+    assert names.index("spark-master") < names.index("spark-worker") < names.index("airflow-api-server")
+    on = settings.model_copy(update={"spark_cluster": True, "spark_master_port": 17077})
+    conns = {c["conn_id"]: c for c in Stack(on).render_airflow_settings()["connections"]}
+    assert conns["spark_default"]["conn_host"] == f"spark://{on.host}:17077"
+    worker = next(s for s in Stack(on).services if s.name == "spark-worker")
+    argv = worker.argv()
+    assert argv[1:3] == ["org.apache.spark.deploy.worker.Worker", f"spark://{on.host}:17077"]
+    assert argv[argv.index("--cores") + 1] == str(on.spark_worker_cores)
