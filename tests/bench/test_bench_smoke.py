@@ -87,3 +87,21 @@ def test_feast_online_bench_smoke(tmp_path, stack):
         report["this_project_feast"]["p99_ms"] / report["peer_raw_redis_hmget"]["p99_ms"], rel=0.02
     )
     assert res.stdout.strip().splitlines()[-1].startswith("feast_online [smoke]: 1 entity x 5 features")
+
+
+def test_validate_bench_smoke(tmp_path):
+    """GX and the pyarrow.compute peer name the same planted faults and both pass the clean batch; the
+    ratio is reported, never judged here."""
+    out = tmp_path / "validate.json"
+    res = _bench("validate.py", "--smoke", "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["rows"] == 20_000
+    assert report["expectations"] >= 8
+    assert len(report["faults_named_alike"]) == 6
+    for key in ("peer_pyarrow_s", "this_project_gx_ephemeral_s", "this_project_gx_with_data_docs_s"):
+        assert report[key] > 0, key
+    assert report["ratio_with_data_docs"] == pytest.approx(
+        report["this_project_gx_with_data_docs_s"] / report["peer_pyarrow_s"], rel=0.05
+    )
+    assert res.stdout.strip().splitlines()[-1].startswith("validate [smoke]: 20,000 rows")

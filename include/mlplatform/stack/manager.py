@@ -120,6 +120,8 @@ class Stack:
         for svc in self.services:
             rec = process.read_pid(self.pid_file(svc))
             running = bool(rec and rec.alive())
+            if svc.optional and not running and not self.s.spark_cluster:
+                continue  # an optional service nobody asked for is not "down"
             out.append(ServiceStatus(svc.name, running, running and svc.health(), rec.pid if rec else None, svc.url))
         return out
 

@@ -254,7 +254,16 @@ def read_files(files: list[Path]) -> Any:
 
     if not files:
         return pd.DataFrame()
-    return ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+    import pyarrow as pa
+
+    table = ds.dataset([str(f) for f in files], format="parquet").to_table()
+    # Avro ints land as int32; GX's pandas range check is vectorised only for int64/float64 columns (else a
+    # Python call per row), so narrower integers are widened here, losslessly
+    narrow = [i for i, f in enumerate(table.schema) if pa.types.is_integer(f.type) and f.type.bit_width < 64]
+    for i in narrow:
+        field = table.schema.field(i)
+        table = table.set_column(i, field.with_type(pa.int64()), table.column(i).cast(pa.int64()))
+    return table.to_pandas()
 
 
 def with_lookups(df: Any, dataset: str, landing_root: Path) -> Any:

@@ -38,3 +38,10 @@ def test_the_spark_cluster_is_optional_and_when_enabled_spark_default_points_at_
     argv = worker.argv()
     assert argv[1:3] == ["org.apache.spark.deploy.worker.Worker", f"spark://{on.host}:17077"]
     assert argv[argv.index("--cores") + 1] == str(on.spark_worker_cores)
+
+
+def test_status_leaves_out_an_optional_service_nobody_asked_for(settings, tmp_path):
+    s = settings.model_copy(update={"home": tmp_path})
+    assert "spark-master" not in {r.name for r in Stack(s).status()}
+    enabled = s.model_copy(update={"spark_cluster": True})
+    assert {"spark-master", "spark-worker"} <= {r.name for r in Stack(enabled).status()}

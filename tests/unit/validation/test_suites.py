@@ -91,11 +91,11 @@ def test_good_outcomes_pass():
         ),
         (
             lambda df: df.assign(created_at=df.created_at.where(df.index != 2, NOW + timedelta(days=1))),
-            ("expect_column_values_to_be_between", "created_at"),
+            ("expect_column_max_to_be_between", "created_at"),
         ),  # from the future
         (
             lambda df: df.assign(created_at=df.created_at.where(df.index != 2, NOW - timedelta(days=900))),
-            ("expect_column_values_to_be_between", "created_at"),
+            ("expect_column_min_to_be_between", "created_at"),
         ),  # out of any plausible range
         (
             lambda df: df.assign(created_at=df.created_at - timedelta(days=60)),
@@ -122,10 +122,17 @@ def test_each_check_the_schema_cannot_make_fails_a_batch_that_breaks_it(break_it
         ),
         (
             lambda df: df.assign(resolved_at=df.resolved_at.where(df.index != 1, NOW + timedelta(days=2))),
-            ("expect_column_values_to_be_between", "resolved_at"),
+            ("expect_column_max_to_be_between", "resolved_at"),
+        ),
+        (
+            lambda df: df.assign(
+                resolved_at=df.resolved_at.where(df.index != 1, NOW - timedelta(days=900)),
+                ticket_created_at=df.ticket_created_at.where(df.index != 1, NOW - timedelta(days=901)),
+            ),
+            ("expect_column_min_to_be_between", "resolved_at"),
         ),
     ],
-    ids=["offset-twice", "resolved-twice", "future-resolution"],
+    ids=["offset-twice", "resolved-twice", "future-resolution", "ancient-resolution"],
 )
 def test_each_outcome_check_fails_a_batch_that_breaks_it(break_it, expectation):
     assert _failed(break_it(outcomes()), "support.outcomes") == {expectation}
