@@ -6,21 +6,26 @@ cluster profile). Inputs are the landing files of validated batches (listed in e
 leaves a half-written table behind:
 
 * ``--features-out``: one row per customer and day with trailing 7/30-day aggregates, stamped at the
-  end of that day (so a ticket only ever sees the past: point-in-time correct in Feast).
+  end of that day (so a ticket only ever sees the past: point-in-time correct in Feast). Incremental: a
+  run recomputes only the customers' rows from the first day its new tickets (late ones included) or the
+  passing of time can change (``.<out>.state.json`` records what the last run read); ``--full`` rebuilds.
 * ``--labels-out``: tickets joined with their outcomes (the entity rows for training).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812
 
 
@@ -76,6 +81,59 @@ def labelled_tickets(tickets: DataFrame, outcomes: DataFrame) -> DataFrame:
     )
 
 
+def _days(value: str) -> int:
+    """Day number (days since 1970-01-01) of an ISO date."""
+    return (date.fromisoformat(value) - date(1970, 1, 1)).days
+
+
+def _ticket_day() -> Column:
+    return F.datediff(F.to_date("created_at"), F.lit("1970-01-01"))
+
+
+def _row_day() -> Column:
+    """Day number of a feature row (stamped at the end of its day, i.e. at the next day's start)."""
+    return F.datediff(F.to_date("event_timestamp"), F.lit("1970-01-01")) - 1
+
+
+def changed_since(tickets: DataFrame, new: DataFrame, prev_today: str, today: str) -> DataFrame:
+    """Per customer, the first day whose feature rows must be recomputed (``customer_id``, ``from_day``):
+    the earliest day of its newly validated tickets (a late event reopens the windows it falls in), and,
+    as the clock moved from ``prev_today`` to ``today``, the first change point (D, D+7, D+30 of an active
+    day D) that became due since."""
+    touched = new.groupBy("customer_id").agg(F.min(_ticket_day()).alias("from_day"))
+    before, now = _days(prev_today), _days(today)
+    if now > before:
+        active = tickets.select("customer_id", _ticket_day().alias("d")).distinct()
+        points = active.select("customer_id", F.explode(F.array("d", F.col("d") + 7, F.col("d") + 30)).alias("p"))
+        due = points.where((F.col("p") > before) & (F.col("p") <= now)).groupBy("customer_id")
+        touched = touched.unionByName(due.agg(F.min("p").alias("from_day")))
+    return touched.groupBy("customer_id").agg(F.min("from_day").alias("from_day"))
+
+
+def incremental_features(
+    old: DataFrame, tickets: DataFrame, new: DataFrame, prev_today: str, today: str
+) -> tuple[DataFrame, DataFrame]:
+    """The feature table after ``new`` tickets arrived and the clock moved to ``today``, recomputing only
+    the rows that can change: for each customer in ``changed_since``, its rows from ``from_day`` on, from
+    its tickets of the 30 days before that day onwards (a row's windows, and the plan it carries, reach 30
+    days back at most). Every other row is kept from ``old``. Equal to ``daily_customer_features(tickets,
+    today)``, which the tests check on late and duplicated events. Returns (table, changed_since)."""
+    since = changed_since(tickets, new, prev_today, today).cache()
+    scope = tickets.join(F.broadcast(since), "customer_id").where(_ticket_day() >= F.col("from_day") - 30)
+    fresh = (
+        daily_customer_features(scope.drop("from_day"), today)
+        .join(F.broadcast(since), "customer_id")
+        .where(_row_day() >= F.col("from_day"))
+        .drop("from_day")
+    )
+    kept = (
+        old.join(F.broadcast(since), "customer_id", "left")
+        .where(F.col("from_day").isNull() | (_row_day() < F.col("from_day")))
+        .drop("from_day")
+    )
+    return kept.unionByName(fresh), since
+
+
 def _read(spark: SparkSession, files: list[str]) -> DataFrame:
     """The validated landing files of a topic (older schema versions merge in with nulls); a record that
     reached the topic twice (at-least-once producers) counts once."""
@@ -96,19 +154,71 @@ def validated_files(root: str) -> list[str]:
     return sorted(files)
 
 
+@contextlib.contextmanager
+def _locked(out: str) -> Iterator[None]:
+    """One job at a time reads, recomputes and swaps ``out`` (two runs at once would each publish a table
+    built from the other's predecessor)."""
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _write_atomic(df: DataFrame, out: str) -> None:
-    """Write beside ``out`` under a name of this job's own, then swap it in under a lock: two jobs at once
-    (a build_features run and a manual submit, say) each publish a whole table, the last one wins."""
+    """Write beside ``out`` under a name of this job's own, then swap it in (the caller holds ``_locked``):
+    a crash at any point leaves the previous table whole."""
     target = Path(out)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:12]}")
     df.coalesce(1).write.mode("overwrite").parquet(str(tmp))
     old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:12]}")
-    with open(target.with_name(f".{target.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.exists():
-            target.replace(old)
-        tmp.replace(target)
+    if target.exists():
+        target.replace(old)
+    tmp.replace(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_path(out: str) -> Path:
+    """What the last run of the feature table read: its ticket files and its ``today``."""
+    target = Path(out)
+    return target.with_name(f".{target.name}.state.json")
+
+
+def build_features(spark: SparkSession, files: list[str], out: str, today: str, full: bool = False) -> str:
+    """Bring the feature table at ``out`` up to the validated ticket ``files`` as of ``today``: incrementally
+    when the last run's state shows only new files and a clock that did not go back, else in full.
+    Returns what was done, for the task log."""
+    with _locked(out):
+        state_path = _state_path(out)
+        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        tickets = _read(spark, files)
+        incremental = (
+            not full
+            and state is not None
+            and Path(out).exists()
+            and set(state["files"]) <= set(files)  # nothing was withdrawn (a batch rejected after the fact)
+            and state["today"] <= today
+        )
+        if incremental:
+            assert state is not None
+            new_files = sorted(set(files) - set(state["files"]))
+            new = _read(spark, new_files) if new_files else tickets.limit(0)
+            old = spark.read.parquet(out)
+            features, since = incremental_features(old, tickets, new, state["today"], today)
+            customers = since.count()
+            if customers == 0:
+                done = "incremental: nothing changed"
+            else:
+                _write_atomic(features, out)
+                days = since.agg(F.sum(F.lit(_days(today)) - F.col("from_day") + 1)).first()[0]
+                done = f"incremental: {len(new_files)} new files, {customers} customers, {days} customer-days"
+        else:
+            _write_atomic(daily_customer_features(tickets, today), out)
+            done = "full"
+        tmp = state_path.with_name(f"{state_path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps({"files": sorted(files), "today": today}))
+        tmp.replace(state_path)  # after the table: a crash in between recomputes the same rows next time
+    return done
 
 
 def main(argv: list[str]) -> int:
@@ -117,6 +227,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--outcomes-root", required=True, help="landing root of the outcomes topic")
     ap.add_argument("--features-out", required=True)
     ap.add_argument("--labels-out", required=True)
+    ap.add_argument("--today", default=datetime.now(UTC).date().isoformat(), help="rows up to this day (UTC)")
+    ap.add_argument("--full", action="store_true", help="recompute the whole feature table")
     args = ap.parse_args(argv)
 
     spark = (
@@ -128,12 +240,13 @@ def main(argv: list[str]) -> int:
         .getOrCreate()
     )
     try:
-        tickets = _read(spark, validated_files(args.tickets_root))
+        files = validated_files(args.tickets_root)
+        done = build_features(spark, files, args.features_out, args.today, full=args.full)
+        print(f"features: {done}")  # noqa: T201 - driver output for the task log
+        tickets = _read(spark, files)
         outcomes = _read(spark, validated_files(args.outcomes_root))
-        features = daily_customer_features(tickets)
-        labels = labelled_tickets(tickets, outcomes)
-        _write_atomic(features, args.features_out)
-        _write_atomic(labels, args.labels_out)
+        with _locked(args.labels_out):
+            _write_atomic(labelled_tickets(tickets, outcomes), args.labels_out)
         n_feat, n_lab = spark.read.parquet(args.features_out).count(), spark.read.parquet(args.labels_out).count()
         print(f"features rows={n_feat} labels rows={n_lab}")  # noqa: T201 - driver output for the task log
     finally:
