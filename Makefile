@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 EVENTS ?= 2000
 
-.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags bench-ingest bench-feast-online bench-validate clean
+.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags bench-ingest bench-feast-online bench-validate bench-features clean
 
 setup:            ## install Debian packages, the venv and the Kafka jars
 	@scripts/bootstrap.sh
@@ -53,6 +53,9 @@ bench-feast-online: setup ## Feast online lookup (1 entity x the service) vs a r
 
 bench-validate: setup ## GX validation of 1M rows vs the same checks in pyarrow.compute
 	$(VENV)/python bench/validate.py
+
+bench-features: setup ## Spark feature job on local[2] vs the same SQL in DuckDB, 10M events
+	$(VENV)/python bench/features.py
 
 clean: down
 	rm -rf .mlp

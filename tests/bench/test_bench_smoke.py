@@ -105,3 +105,18 @@ def test_validate_bench_smoke(tmp_path):
         report["this_project_gx_with_data_docs_s"] / report["peer_pyarrow_s"], rel=0.05
     )
     assert res.stdout.strip().splitlines()[-1].startswith("validate [smoke]: 20,000 rows")
+
+
+def test_features_bench_smoke(tmp_path):
+    """The Spark job and the DuckDB peer produce the identical table from the same events (the bench
+    fails otherwise); the ratio is reported, never judged here."""
+    out = tmp_path / "features.json"
+    res = _bench("features.py", "--smoke", "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["events"] == 50_000
+    assert report["outputs_identical"] is True
+    assert report["feature_rows"] > 50_000 // 20  # at least a row per customer
+    assert report["this_project_spark_local2_s"] > 0
+    assert report["peer_duckdb_s"] > 0
+    assert res.stdout.strip().splitlines()[-1].startswith("features [smoke]: 50,000 events")
