@@ -169,6 +169,9 @@ def _write_atomic(df: DataFrame, out: str) -> None:
     """Write beside ``out`` under a name of this job's own, then swap it in (the caller holds ``_locked``):
     a crash at any point leaves the previous table whole."""
     target = Path(out)
+    # under the lock no other job writes beside ``out``: what is there was left by a job that crashed
+    for leftover in [*target.parent.glob(f"{target.name}.tmp-*"), *target.parent.glob(f"{target.name}.old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:12]}")
     df.coalesce(1).write.mode("overwrite").parquet(str(tmp))
     old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:12]}")

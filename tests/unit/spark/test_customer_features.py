@@ -138,7 +138,11 @@ def test_an_incremental_run_recomputes_only_the_customers_it_touches(spark, tmp_
     first = tmp_path / "a.parquet"
     pd.DataFrame(rows).to_parquet(first, index=False, coerce_timestamps="us")
     out = str(tmp_path / "features")
+    crashed = tmp_path / "features.tmp-0123456789ab"  # what a job killed mid-write leaves behind
+    (crashed / "part-0.parquet").parent.mkdir()
+    (crashed / "part-0.parquet").write_bytes(b"half")
     assert build_features(spark, [str(first)], out, "2026-05-10") == "full"
+    assert not crashed.exists()
     late = [{**rows[3], "ticket_id": "late-1", "created_at": datetime(2026, 3, 15, 9, tzinfo=UTC)}]
     since = changed_since(_frame(spark, rows + late), _frame(spark, late), "2026-05-10", "2026-05-10").collect()
     assert [(r.customer_id, r.from_day) for r in since] == [(rows[3]["customer_id"], 20527)]  # 15 March 2026
