@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import random
@@ -33,6 +32,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from _report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_ENV = {"MLP_HOME": str(ROOT / ".mlp-bench"), "MLP_POSTGRES_PORT": "35433", "MLP_REDIS_PORT": "36380"}
@@ -197,15 +198,14 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         **row,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
     ours, peer = row["this_project_feast"], row["peer_raw_redis_hmget"]
-    print(
+    publish(
+        report,
+        args.out,
         f"feast_online [{report['mode']}]: 1 entity x {len(row['features'])} features, p50/p99 "
         f"{ours['p50_ms']}/{ours['p99_ms']} ms vs raw redis {peer['p50_ms']}/{peer['p99_ms']} ms "
         f"(p99 {row['p99_ratio_vs_raw']}x), target p99 <= {TARGET_P99_MS} ms: "
-        f"{'met' if row['target_met'] else 'NOT met'}"
+        f"{'met' if row['target_met'] else 'NOT met'}",
     )
     return 0
 

@@ -28,6 +28,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _report import publish
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 2.0
 
@@ -191,13 +193,12 @@ def main() -> int:
         "target_met": spark_s / duck_s <= TARGET_RATIO,
         "outputs_identical": True,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(
+    publish(
+        report,
+        args.out,
         f"features [{report['mode']}]: {args.events:,} events -> {rows:,} rows, Spark local[2] {spark_s:.2f} s vs "
         f"DuckDB {duck_s:.2f} s: {report['ratio']}x, identical output, target <= {TARGET_RATIO}x: "
-        f"{'met' if report['target_met'] else 'NOT met'}"
+        f"{'met' if report['target_met'] else 'NOT met'}",
     )
     return 0
 

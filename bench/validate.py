@@ -22,7 +22,6 @@ both name the same failing checks. Target: this project at most 2x the peer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from _report import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "support.tickets"
@@ -209,13 +210,12 @@ def main() -> int:
         "target_met": docs_s / peer_s <= TARGET_RATIO,
         "faults_named_alike": sorted(expected),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(
+    publish(
+        report,
+        args.out,
         f"validate [{report['mode']}]: {args.rows:,} rows x {eph.evaluated} expectations, GX {docs_s:.2f} s "
         f"(ephemeral {eph_s:.2f} s) vs pyarrow.compute {peer_s:.2f} s: {report['ratio_with_data_docs']}x "
-        f"({report['ratio_ephemeral']}x), target <= {TARGET_RATIO}x: {'met' if report['target_met'] else 'NOT met'}"
+        f"({report['ratio_ephemeral']}x), target <= {TARGET_RATIO}x: {'met' if report['target_met'] else 'NOT met'}",
     )
     return 0
 

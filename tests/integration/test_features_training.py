@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -20,12 +17,11 @@ from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
 from mlplatform.registry.gate import register_and_gate
 from mlplatform.serving.server import served_feature_service
-from mlplatform.stack.services import BIN, spark_env
 from mlplatform.validation.suites import read_files
 from training.config import load
 from training.loop import train
 
-ROOT = Path(__file__).resolve().parents[2]
+from .sparkjob import submit_feature_job
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +39,7 @@ def published(settings, stack):
         )(stages.ingest_topic, topic, run)
         assert ingestion_lag(kafka, topic, settings.consumer_group) == 0, batch
         stages.validate_batch(batch, run)
-    out = subprocess.run(
-        [
-            str(BIN / "spark-submit"),
-            "--master",
-            "local[2]",
-            str(ROOT / "spark_jobs" / "customer_features.py"),
-            *stages.spark_application_args(settings),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **spark_env()},
-        timeout=900,
-    )
+    out = submit_feature_job("local[2]", stages.spark_application_args(settings))
     assert out.returncode == 0, out.stderr[-3000:]
     published = stages.publish_features(settings)
     return {"run": run, **published}

@@ -4,8 +4,6 @@ own classes, as `mlp up` starts them) gives exactly what it gives on local[2].""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +12,10 @@ import pytest
 
 from mlplatform.ingest.synth import SynthConfig, generate
 from mlplatform.stack import process
-from mlplatform.stack.services import BIN, spark_env, spark_master_state
+from mlplatform.stack.services import spark_master_state
 
-ROOT = Path(__file__).resolve().parents[2]
+from .sparkjob import submit_feature_job
+
 CLUSTER = ["spark-master", "spark-worker"]
 
 
@@ -48,25 +47,6 @@ def _landing(root: Path, topic: str, frames: list[pd.DataFrame]) -> str:
     return str(base)
 
 
-def _submit(master: str, args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
-        [
-            str(BIN / "spark-submit"),
-            "--master",
-            master,
-            "--conf",
-            "spark.executor.memory=1g",
-            str(ROOT / "spark_jobs" / "customer_features.py"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **spark_env()},
-        timeout=900,
-    )
-
-
 def _sorted_csv(path: str) -> bytes:
     df = pd.read_parquet(path)
     return df.sort_values(list(df.columns)).to_csv(index=False).encode()
@@ -89,7 +69,9 @@ def test_the_feature_job_on_the_cluster_equals_local(cluster, settings, tmp_path
     out = {}
     for name, master in (("local", "local[2]"), ("cluster", cluster)):
         features, labels = str(tmp_path / name / "features"), str(tmp_path / name / "labels")
-        res = _submit(master, [*args, "--features-out", features, "--labels-out", labels])
+        res = submit_feature_job(
+            master, [*args, "--features-out", features, "--labels-out", labels], "spark.executor.memory=1g"
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         out[name] = (_sorted_csv(features), _sorted_csv(labels))
     assert out["cluster"][0] == out["local"][0]  # the feature table, byte for byte once sorted
