@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,9 @@ for key, value in TEST_ENV.items():
     os.environ[key] = value
 os.environ.pop("MLP_POSTGRES_PASSWORD", None)
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".mlp-test" / "airflow"))
+# one INFO line per schema-registry request would bury a failing test's own output (as the CLI does too)
+for noisy in ("httpx", "httpx2"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
 
 import pytest  # noqa: E402
 

@@ -201,8 +201,9 @@ class _Txn:
         self.consumer = consumer
         self.producer = Producer(producer_conf(job))
         # init_transactions fences (and aborts the open transaction of) any earlier producer of this
-        # partition. It waits on the transaction coordinator, so it runs while the first records are read;
-        # nothing is dead-lettered or committed before it has finished.
+        # partition. It waits on the transaction coordinator, so it runs in the background while the worker
+        # reads the partition's watermarks; the committed offset is fetched, and anything dead-lettered or
+        # committed, only once it has finished (ready()).
         self._init_error: BaseException | None = None
         self._init = threading.Thread(target=self._init_transactions, name="init-transactions", daemon=True)
         self._init.start()
@@ -350,8 +351,13 @@ def ingest_partition(job: PartitionJob, lookup: SchemaLookup | None = None) -> P
     txn: _Txn | None = None
     writer: _ChunkWriter | None = None
     try:
+        # Fence first: init_transactions aborts the open transaction of an earlier producer of this
+        # partition (a killed run's). Until then the broker holds that run's pending offset commit, and a
+        # read_committed offset fetch (KIP-447 require_stable) waits on it for up to the transaction timeout.
+        txn = _Txn(job, consumer)
         tp = TopicPartition(job.topic, job.partition)
         low, high = kafka_call(consumer.get_watermark_offsets, tp, timeout=30)
+        txn.ready()
         committed_tp = kafka_call(consumer.committed, [tp], timeout=30)[0]
         if committed_tp.error:
             raise KafkaException(committed_tp.error)
@@ -370,7 +376,6 @@ def ingest_partition(job: PartitionJob, lookup: SchemaLookup | None = None) -> P
             "group": job.group,
         }
 
-        txn = _Txn(job, consumer)  # fences (and aborts) any earlier producer of this partition
         if plan.gap is not None:
             a, b, why = plan.gap
             landing.commit_range(Range(**base, start=a, next=b, rows=0, dead=0, kind="gap", note=why), None)

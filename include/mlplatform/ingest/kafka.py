@@ -300,9 +300,13 @@ def _ingest(
     # Lag per partition, to share the record budget and skip idle partitions.
     probe_job = PartitionJob(topic, 0, group, kafka, {}, spec.name, "", str(landing_root), run_id)
     probe = Consumer(consumer_conf(probe_job))
+    # The committed offsets as they stand, not waiting on pending ones: a read_committed fetch (KIP-447
+    # require_stable) would block on the open transaction of a killed run until its timeout, and only the
+    # partition workers fence that (init_transactions) before they fetch the offset they resume from.
+    offsets = Consumer({**consumer_conf(probe_job), "isolation.level": "read_uncommitted"})
     try:
         tps = [TopicPartition(topic, p) for p in range(n_parts)]
-        committed = {tp.partition: tp.offset for tp in kafka_call(probe.committed, tps, timeout=30)}
+        committed = {tp.partition: tp.offset for tp in kafka_call(offsets.committed, tps, timeout=30)}
         lag: dict[int, int] = {}
         visit: set[int] = set()
         for p in range(n_parts):
@@ -313,6 +317,7 @@ def _ingest(
             if lag[p] > 0 or (head is not None and (done is None or done < head)):
                 visit.add(p)  # records to land, or a landed range whose commit was lost
     finally:
+        offsets.close()
         probe.close()
 
     busy = sorted(visit)

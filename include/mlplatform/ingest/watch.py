@@ -14,23 +14,27 @@ import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
-_consumers: dict[tuple[str, str], Any] = {}
+_consumers: dict[tuple[str, str, str], Any] = {}
 
 
 def ingestion_lag(kafka: dict[str, Any], topic: str, group: str) -> int:
     """Records on ``topic`` beyond ``group``'s committed offsets (read_committed end offsets)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    key = (str(sorted(kafka.items())), group)
-    consumer = _consumers.get(key)
-    if consumer is None:
-        consumer = _consumers[key] = Consumer(
-            {**kafka, "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed"}
-        )
+    def cached(isolation: str) -> Any:
+        key = (str(sorted(kafka.items())), group, isolation)
+        if key not in _consumers:
+            conf = {**kafka, "group.id": group, "enable.auto.commit": False, "isolation.level": isolation}
+            _consumers[key] = Consumer(conf)
+        return _consumers[key]
+
+    # end offsets as read_committed sees them (the last stable offset: open upstream transactions are not
+    # lag), committed offsets without waiting on a killed ingest's pending transactional commit (KIP-447)
+    consumer, offsets = cached("read_committed"), cached("read_uncommitted")
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
     lag = 0
-    for tp in consumer.committed(tps, timeout=10):
+    for tp in offsets.committed(tps, timeout=10):
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10, cached=False)
         lag += max(0, high - (tp.offset if tp.offset >= 0 else low))
     return lag
