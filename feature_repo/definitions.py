@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64
 from feast.value_type import ValueType
 
@@ -23,7 +24,8 @@ customer = Entity(
 
 customer_daily_source = FileSource(
     name="customer_daily_source",
-    path=FEATURES_URI,
+    path=FEATURES_URI,  # the Spark job's output directory
+    file_format=ParquetFormat(),  # the DuckDB offline store reads only a source it knows to be Parquet
     timestamp_field="event_timestamp",
 )
 

@@ -120,3 +120,19 @@ def test_features_bench_smoke(tmp_path):
     assert report["this_project_spark_local2_s"] > 0
     assert report["peer_duckdb_s"] > 0
     assert res.stdout.strip().splitlines()[-1].startswith("features [smoke]: 50,000 events")
+
+
+def test_feast_offline_bench_smoke(tmp_path):
+    """Feast's file, DuckDB and Spark offline stores each return the training set the point-in-time oracle
+    does (the bench fails otherwise); times are reported, never judged here."""
+    out = tmp_path / "feast_offline.json"
+    res = _bench("feast_offline.py", "--smoke", "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["entity_rows"] == 5_000
+    assert 0 < report["rows_with_features"] < 5_000  # some rows before any feature row or past the TTL
+    assert sorted(report["stores"]) == ["duckdb", "file", "spark"]
+    for kind, entry in report["stores"].items():
+        assert entry["identical_to_oracle"] is True, kind
+        assert entry["ratio_vs_peer"] == pytest.approx(entry["seconds"] / report["peer"]["seconds"], rel=0.05), kind
+    assert res.stdout.strip().splitlines()[-1].startswith("feast_offline [smoke]: ")

@@ -257,9 +257,10 @@ def training_set(
 ) -> Any:
     """Point-in-time correct join of entity rows (customer_id, event_timestamp, ...) with the service.
 
-    Feast's file (dask) offline store drops an entity row whose customer has feature rows that all lie
-    after the row's timestamp (instead of returning nulls). We join the result back onto every entity row
-    by ``row_key`` so no labelled example is lost; those rows get null features, as they should.
+    The result is joined back onto every entity row by ``row_key``, so no labelled example is lost
+    whichever offline store runs the join: Feast's file (dask) store drops an entity row whose customer has
+    feature rows that all lie after the row's timestamp (instead of returning nulls); such rows get null
+    features, as they should. (The default DuckDB store keeps them.)
     """
     s = s or get_settings()
     store = get_store(s)

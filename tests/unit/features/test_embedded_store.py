@@ -15,7 +15,10 @@ from mlplatform.features import store
 @pytest.fixture
 def embedded(tmp_path, monkeypatch):
     for key in ("MLP_FEAST_REGISTRY", "MLP_FEAST_REDIS", "MLP_HOME", "MLP_FEATURES_URI"):
-        monkeypatch.delenv(key, raising=False)
+        # set, then removed: monkeypatch records the key either way, so what the store exports during the
+        # test (os.environ.setdefault) is taken back after it and never reaches a later test
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     s = Settings(home=tmp_path / "home", feast_mode="embedded")
     day = datetime(2026, 5, 1, tzinfo=UTC)
     rows = [
