@@ -9,8 +9,10 @@ the same range) → `validate_<topic>` (Great Expectations over every landed ran
 whichever DAG landed it; a failure stops the run) →
 `build_features` (PySpark via SparkSubmitOperator) → `publish_features` (`feast apply` + materialize to
 Redis) → `training_snapshot` (point-in-time training set from Feast) → `train` (local launcher, or a GPU
-pod through KubernetesPodOperator on the cluster profile) → `register` (MLflow, champion/challenger gate)
-→ `deploy` (model server on `models:/ticket_escalation@champion` + smoke test).
+pod through KubernetesPodOperator on the cluster profile) → `register` (MLflow; the challenger and the
+champion scored on the same held-out evaluation set) → `route` → `approve` (a person, when
+`require_approval`) → `promote` (alias `champion`, in the audit trail) → `deploy` (the model server
+follows `models:/ticket_escalation@champion`; smoke test).
 
 Trigger from the form, or: `airflow dags trigger ml_pipeline --conf '{"events": 5000}'`.
 A bad conf fails the run at `check_conf` with the field named.
@@ -31,6 +33,7 @@ from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
 from mlplatform.pipeline.links import data_docs_task
 from mlplatform.pipeline.params import param_specs
+from mlplatform.pipeline.promotion import gate_to_champion
 from mlplatform.pipeline.stages import spark_submit_kwargs
 from mlplatform.pipeline.tasks import lane_pool
 
@@ -92,10 +95,10 @@ def ml_pipeline() -> None:
         return publish()
 
     @task
-    def training_snapshot() -> dict:
+    def training_snapshot(run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import training_snapshot as snapshot
 
-        return snapshot(get_current_context()["run_id"])
+        return snapshot(get_current_context()["run_id"], holdout_days=run_conf["holdout_days"])
 
     @task(pool="cpu_train" if S.train_device != "cuda" else S.gpu_pool, retries=1)
     def train(snapshot: dict, run_conf: dict) -> dict:
@@ -104,20 +107,20 @@ def ml_pipeline() -> None:
         return train_local(snapshot, get_current_context()["run_id"], run_conf)
 
     @task
-    def register(result: dict) -> dict:
+    def register(result: dict, snapshot: dict, run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import register as do_register
 
-        return do_register(result)
+        return do_register(result, snapshot, min_delta=run_conf["min_delta"])
 
-    @task(outlets=[Asset(assets.SERVED)])
-    def deploy(decision: dict, run_conf: dict) -> dict:
+    @task(outlets=[Asset(assets.SERVED)], trigger_rule="none_failed")
+    def deploy(run_conf: dict) -> dict:
         from mlplatform.pipeline.stages import deploy as do_deploy
 
-        return do_deploy() if run_conf["deploy"] else {"skipped": True, "decision": decision}
+        return do_deploy() if run_conf["deploy"] else {"skipped": True}
 
     run_conf = check_conf()
     produced = produce(run_conf)
-    snapshot = training_snapshot()
+    snapshot = training_snapshot(run_conf)
     for topic in (S.tickets_topic, S.outcomes_topic):
         slug = topic.replace(".", "_")
         landed = ingest.override(task_id=f"ingest_{slug}", pool=lane_pool(topic))(topic, run_conf)
@@ -135,7 +138,7 @@ def ml_pipeline() -> None:
         snapshot >> trained
     else:
         trained = train(snapshot, run_conf)
-    deploy(register(trained), run_conf)
+    gate_to_champion(register(trained, snapshot, run_conf)) >> deploy(run_conf)
 
 
 def pod_overrides() -> dict:

@@ -2,9 +2,10 @@
 ### train_model: Feast training set → training program → MLflow gate
 
 Scheduled on the features Asset (and so re-run whenever features are republished: scheduled
-retraining). Writes the point-in-time training snapshot, runs the training program with the local
-launcher, registers the model and applies the champion/challenger gate. Emits the champion Asset,
-which schedules `deploy_model`.
+retraining). Writes the point-in-time training snapshot (less its latest days: the gate's evaluation
+set), runs the training program with the local launcher, registers the model and scores it and the
+champion on that same set. A winner is promoted, after a person's approval when `require_approval` is
+on; the promotion emits the champion Asset, which schedules `deploy_model`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
+from mlplatform.pipeline.params import param_specs
+from mlplatform.pipeline.promotion import gate_to_champion
 
 S = get_settings()
+GATE_PARAMS = ("holdout_days", "min_delta", "require_approval")
 
 
 @dag(
@@ -30,6 +34,7 @@ S = get_settings()
         "epochs": Param(1, type="integer", minimum=1, maximum=50, description="training epochs"),
         "max_steps": Param(0, type="integer", minimum=0, description="optimizer steps (0: full epochs)"),
         "encoder": Param("minilm", type="string", minLength=1, description="minilm, HF dir or s3:// path"),
+        **{k: Param(**spec) for k, spec in param_specs().items() if k in GATE_PARAMS},
     },
     doc_md=__doc__,
 )
@@ -38,7 +43,8 @@ def train_model() -> None:
     def snapshot() -> dict:
         from mlplatform.pipeline.stages import training_snapshot
 
-        return training_snapshot(get_current_context()["run_id"])
+        ctx = get_current_context()
+        return training_snapshot(ctx["run_id"], holdout_days=int(ctx["params"]["holdout_days"]))
 
     @task(pool="cpu_train" if S.train_device != "cuda" else S.gpu_pool)
     def train(snap: dict) -> dict:
@@ -47,13 +53,14 @@ def train_model() -> None:
         ctx = get_current_context()
         return train_local(snap, ctx["run_id"], dict(ctx["params"]))
 
-    @task(outlets=[Asset(assets.CANDIDATE), Asset(assets.CHAMPION)])
-    def register(result: dict) -> dict:
+    @task(outlets=[Asset(assets.CANDIDATE)])
+    def register(result: dict, snap: dict) -> dict:
         from mlplatform.pipeline.stages import register as do_register
 
-        return do_register(result)
+        return do_register(result, snap, min_delta=float(get_current_context()["params"]["min_delta"]))
 
-    register(train(snapshot()))
+    snap = snapshot()
+    gate_to_champion(register(train(snap), snap), outlets=[Asset(assets.CHAMPION)])
 
 
 train_model()

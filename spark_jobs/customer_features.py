@@ -77,6 +77,7 @@ def labelled_tickets(tickets: DataFrame, outcomes: DataFrame) -> DataFrame:
         "body",
         "priority",
         "channel",
+        "plan",  # with channel, a slice the model gate checks separately
         F.col("escalated").cast("int").alias("escalated"),
     )
 

@@ -3,6 +3,7 @@ model, and the first task re-validates the whole conf with it (unknown keys reje
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +30,16 @@ class PipelineConf(BaseModel):
     batch_size: int = Field(32, ge=1, le=4096, description="Per-device batch size")
     gpus: int = Field(1, ge=0, le=16, description="GPUs per training job (cluster profile and GPU hosts)")
     train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU when the pool has one")
+    holdout_days: int = Field(
+        0, ge=0, le=365, description="Latest days held out as the gate's evaluation set (0: the latest 20% of rows)"
+    )
+    min_delta: float = Field(
+        0.0, ge=0, le=1, description="ROC AUC the challenger must gain over the champion, on the same evaluation set"
+    )
+    require_approval: bool = Field(
+        os.environ.get("MLP_PROFILE", "local") == "cluster",
+        description="A person approves a promotion to champion (Airflow's HITL approval; on by default on a cluster)",
+    )
     deploy: bool = Field(True, description="Deploy the champion and smoke-test it")
 
 

@@ -226,30 +226,69 @@ def publish_features(s: Settings | None = None) -> dict[str, Any]:
     return {"applied": applied, **window}
 
 
-def training_snapshot(run_id: str, s: Settings | None = None) -> dict[str, Any]:
-    """Write the point-in-time training set (labelled tickets joined with Feast features) as Parquet."""
+def lineage(s: Settings | None = None) -> dict[str, Any]:
+    """What the features and labels were built from: per contract topic, the validated batches and the
+    Kafka offsets they cover (per partition, the span [first, next) of their landed ranges)."""
+    from mlplatform.ingest.landing import Landing
+
+    s = s or get_settings()
+    out: dict[str, Any] = {}
+    for topic in (s.tickets_topic, s.outcomes_topic):
+        landing = Landing(landing_root(s), topic)
+        docs = landing.batches("validated")
+        keys = {k for d in docs for k in d.get("ranges", [])}
+        spans: dict[str, list[int]] = {}
+        rows = 0
+        for r in landing.ranges():
+            if r.key in keys:
+                a, b = spans.get(str(r.partition), [r.start, r.next])
+                spans[str(r.partition)] = [min(a, r.start), max(b, r.next)]
+                rows += r.rows
+        out[topic] = {
+            "batches": len(docs),
+            "first_batch": docs[0]["batch"] if docs else None,
+            "last_batch": docs[-1]["batch"] if docs else None,
+            "rows": rows,
+            "partitions": spans,
+        }
+    return out
+
+
+def training_snapshot(run_id: str, s: Settings | None = None, holdout_days: int = 0) -> dict[str, Any]:
+    """Write the point-in-time training set (labelled tickets joined with Feast features) as Parquet, less
+    its latest days: those become the gate's evaluation set (content-addressed, referenced by URI + hash),
+    so no model is ever scored on rows it trained on."""
     import pandas as pd
 
     from mlplatform.features import store
     from mlplatform.ingest.kafka import safe_run_id
+    from mlplatform.registry import evaluation
 
     s = s or get_settings()
     labels_dir = store.labels_path(s)
     entity_df = pd.concat([pd.read_parquet(f) for f in sorted(labels_dir.glob("*.parquet"))], ignore_index=True)
     entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"], utc=True)
     df = store.training_set(entity_df, s)
+    train, held, cutoff = evaluation.split(df, days=holdout_days)
+    eval_set = evaluation.write_eval_set(held, s.data_dir / "eval_sets", cutoff)
     out = s.data_dir / "snapshots" / safe_run_id(run_id) / "training_set.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    df.to_parquet(tmp, index=False)
+    train.to_parquet(tmp, index=False)
     tmp.replace(out)
     return {
         "uri": out.as_uri(),
         "path": str(out),
-        "rows": len(df),
-        "positives": int(df["escalated"].sum()),
+        "rows": len(train),
+        "positives": int(train["escalated"].sum()),
+        "window": {
+            "start": train["event_timestamp"].min().isoformat(),
+            "end": train["event_timestamp"].max().isoformat(),
+        },
+        "eval_set": eval_set.to_dict(),
         "feature_service": s.feature_service,
         "features": store.feature_names(s),
+        "lineage": lineage(s),
     }
 
 
@@ -285,21 +324,68 @@ def train_local(
 FEATURE_SERVICE_TAG = "feast.feature_service"
 
 
-def register(result: dict[str, Any], s: Settings | None = None) -> dict[str, Any]:
-    """Register the trained model and gate it. Its version gets a Feast FeatureService of its own (the
-    features it was trained on), recorded as the ``feast.feature_service`` tag on the version and the run
-    before the version can become champion: the server looks features up through that service."""
+def register(
+    result: dict[str, Any], snapshot: dict[str, Any], min_delta: float = 0.0, s: Settings | None = None
+) -> dict[str, Any]:
+    """Register the trained model, judge it against the champion on the snapshot's evaluation set, and
+    write its model card. Its version gets a Feast FeatureService of its own (the features it was trained
+    on), recorded as the ``feast.feature_service`` tag on the version and the run before the version can
+    become challenger. Never moves ``champion``: ``promote_champion`` does, after an approval if required."""
+    from mlflow import MlflowClient
+
     from mlplatform.features.store import version_service
+    from mlplatform.registry import card
+    from mlplatform.registry.evaluation import EvalSet, GateRules
     from mlplatform.registry.gate import register_and_gate
 
     s = s or get_settings()
     run_id = result["run_id"]
+    eval_set = EvalSet(**snapshot["eval_set"])
 
-    def bind_features(version: str) -> dict[str, str]:
-        return {FEATURE_SERVICE_TAG: version_service(s, version, result["feature_columns"], {"mlflow.run_id": run_id})}
+    def bind(version: str) -> dict[str, str]:
+        service = version_service(s, version, result["feature_columns"], {"mlflow.run_id": run_id})
+        return {FEATURE_SERVICE_TAG: service, "data.eval_cutoff": eval_set.start, "data.snapshot_uri": snapshot["uri"]}
 
-    decision = register_and_gate(s.mlflow_uri, s.model_name, run_id, result["model_uri"], on_registered=bind_features)
-    return {**decision.to_dict(), "feature_service": f"{s.feature_service}_v{decision.version}"}
+    rules = GateRules(min_delta=min_delta)
+    decision = register_and_gate(s.mlflow_uri, s.model_name, run_id, result["model_uri"], eval_set, rules, bind)
+    out = {**decision.to_dict(), "feature_service": f"{s.feature_service}_v{decision.version}"}
+    client = MlflowClient(s.mlflow_uri)
+    out["model_card"] = card.attach(client, card.build(out, snapshot, client.get_run(run_id), snapshot["lineage"]))
+    return out
+
+
+def promotion_route(decision: dict[str, Any], require_approval: bool) -> list[str]:
+    """Which task follows the gate: ``approve`` (a person decides), ``promote`` (straight on), or none."""
+    if not decision["promoted"] or decision["reason"] == "already champion (retry)":
+        return []
+    return ["approve"] if require_approval else ["promote"]
+
+
+def promote_champion(
+    decision: dict[str, Any], approval: dict[str, Any] | None, s: Settings | None = None
+) -> dict[str, Any]:
+    """Move ``champion`` to the gate's challenger, naming who decided in the audit trail: the approver
+    (``approval``: the ApprovalOperator's result) or the gate itself."""
+    from mlplatform.registry.gate import promote
+
+    s = s or get_settings()
+    if approval is not None:
+        user = approval.get("responded_by_user") or {}
+        who = f"{user.get('name') or user.get('id') or 'unknown'} (approval)"
+        why = f"approved at {approval.get('responded_at', '')}; gate: {decision['reason']}"
+    else:
+        who, why = "gate (no approval required)", None
+    return promote(s.mlflow_uri, decision, who=who, why=why)
+
+
+def rollback_champion(who: str, why: str, to: str | None = None, s: Settings | None = None) -> dict[str, Any]:
+    """``champion`` back to the version before its last promotion (or to ``to``), in the audit trail."""
+    from mlflow import MlflowClient
+
+    from mlplatform.registry import audit
+
+    s = s or get_settings()
+    return audit.rollback(MlflowClient(s.mlflow_uri), s.model_name, who=who, why=why, to=to)
 
 
 def deploy(s: Settings | None = None) -> dict[str, Any]:
