@@ -8,6 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from mlplatform.features import store
@@ -15,7 +16,7 @@ from mlplatform.ingest.consume import IngestError
 from mlplatform.ingest.landing import Landing
 from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
-from mlplatform.registry.gate import register_and_gate
+from mlplatform.registry.evaluation import load_eval_set
 from mlplatform.serving.server import served_feature_service
 from mlplatform.validation.suites import read_files
 from training.config import load
@@ -61,9 +62,16 @@ def test_feast_online_lookup_serves_the_latest_offline_row(settings, published):
 
 def test_training_set_is_point_in_time_correct_and_keeps_every_label(settings, published):
     snap = stages.training_snapshot(published["run"], settings)
-    df = pd.read_parquet(snap["path"])
+    train_rows = pd.read_parquet(snap["path"])
+    held = load_eval_set(snap["eval_set"]["uri"], snap["eval_set"]["sha256"])
     labels = pd.read_parquet(store.labels_path(settings))
-    assert len(df) == len(labels) == snap["rows"]
+    # every label lands once: in the training snapshot or, if it is among the latest days, the evaluation set
+    assert len(train_rows) == snap["rows"]
+    assert len(held) == snap["eval_set"]["rows"] > 0
+    assert sorted([*train_rows.ticket_id, *held.ticket_id]) == sorted(labels.ticket_id)
+    cutoff = pd.Timestamp(snap["eval_set"]["start"])
+    assert train_rows.event_timestamp.max() < cutoff <= held.event_timestamp.min()
+    df = pd.concat([train_rows, held], ignore_index=True)
     # every validated ticket counts in the features, labelled or not (its outcome may be pending or rejected)
     validated = Landing(stages.landing_root(settings), settings.tickets_topic).validated_files()
     tickets = read_files(validated).drop_duplicates("ticket_id").rename(columns={"created_at": "event_timestamp"})
@@ -123,18 +131,30 @@ def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, 
     preds = model.predict(frame.astype({c: "float64" for c in snap["features"]}))
     assert preds["escalation_probability"].between(0, 1).all()
 
-    name = f"it_model_{uuid.uuid4().hex[:6]}"
-    first = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
-    assert first.promoted
-    assert first.version == "1"
-    retry = register_and_gate(settings.mlflow_uri, name, result["run_id"], result["model_uri"])
-    assert retry.version == "1"  # a retried task registers nothing new
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
-
-    # through the register step: the version gets a Feast service of its own, recorded on version and run
+    # through the register step: the version gets a Feast service of its own, recorded on version and run,
+    # is judged on the snapshot's evaluation set and gets a model card; the champion moves only on promote
     s = settings.model_copy(update={"model_name": f"it_fs_{uuid.uuid4().hex[:6]}"})
-    decision = stages.register(result, s)
-    assert decision["version"] == "1"
+    decision = stages.register(result, snap, s=s)
+    assert (decision["version"], decision["promoted"], decision["reason"]) == ("1", True, "no champion yet")
+    assert decision["eval_set"]["sha256"] == snap["eval_set"]["sha256"]
+    assert 0 <= decision["scores"]["brier"] <= 1
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(s.model_name, "champion")
+    version = client.get_model_version(s.model_name, "1")
+    assert version.tags["gate.decision"] == "promote"
+    assert version.tags["gate.eval_set.sha256"] == snap["eval_set"]["sha256"]
+    assert version.tags["data.eval_cutoff"] == snap["eval_set"]["start"]
+    assert version.tags["model_card"] == decision["model_card"]
+    card = mlflow.artifacts.load_text(decision["model_card"])
+    assert f"sha256 `{snap['eval_set']['sha256']}`" in card
+    assert "## Lineage (landed Kafka ranges)" in card
+    assert f"`{settings.tickets_topic}`:" in card
+    promoted = stages.promote_champion(decision, None, s=s)
+    assert (promoted["changed"], promoted["to"], promoted["who"]) == (True, "1", "gate (no approval required)")
+    assert client.get_model_version_by_alias(s.model_name, "champion").version == "1"
+    retry = stages.register(result, snap, s=s)  # a retried task: same version, same service, no new alias move
+    assert (retry["version"], retry["reason"]) == ("1", "already champion (retry)")
+    assert stages.promote_champion(retry, None, s=s)["changed"] is False
     service = decision["feature_service"]
     assert service == f"{settings.feature_service}_v1"
     frozen = store.get_store(s).get_feature_service(service)
@@ -142,7 +162,6 @@ def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, 
     assert frozen.tags["mlflow.run_id"] == result["run_id"]
     assert client.get_model_version(s.model_name, "1").tags["feast.feature_service"] == service
     assert client.get_run(result["run_id"]).data.tags["feast.feature_service"] == service
-    assert stages.register(result, s)["version"] == "1"  # a retry: same version, same service
     assert served_feature_service(settings.mlflow_uri, result["run_id"], "base") == service
     online = store.get_store(s).get_online_features(features=frozen, entity_rows=[{"customer_id": "C000001"}])
     assert set(online.to_dict()) == {"customer_id", *result["feature_columns"]}
