@@ -333,6 +333,47 @@ def schemas_register(
 
 
 @app.command()
+def rollback(
+    why: Annotated[str, typer.Option(help="the reason, kept in the audit trail")] = "manual rollback",
+    to: Annotated[
+        str | None, typer.Option(help="a version to return to (default: the one before the last promotion)")
+    ] = None,
+    who: Annotated[str | None, typer.Option(help="who asks (default: $USER)")] = None,
+) -> None:
+    """Return `champion` to the previous version (the one before its last promotion). The model server follows
+    the alias, so it serves that version within seconds, without a restart."""
+    import getpass
+
+    from mlplatform.pipeline.stages import rollback_champion
+    from mlplatform.registry.audit import RollbackError
+
+    try:
+        moved = rollback_champion(who or getpass.getuser(), why, to)
+    except RollbackError as exc:
+        console.print(f"[red]refused:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    console.print_json(data=moved)
+
+
+@app.command()
+def champion(
+    limit: Annotated[int, typer.Option(min=1, help="records to show, newest last")] = 20,
+) -> None:
+    """Who moved `champion`, when and why (the audit trail in the model registry), and what it is now."""
+    from mlflow import MlflowClient
+
+    from mlplatform.registry import audit
+
+    s = get_settings()
+    table = Table("at", "from", "to", "kind", "who", "why", "applied")
+    for r in audit.history(MlflowClient(s.mlflow_uri), s.model_name)[-limit:]:
+        table.add_row(
+            r["at"], str(r["from"]), r["to"], r["kind"], escape(r["who"]), escape(r["why"]), str(r["applied"])
+        )
+    console.print(table)
+
+
+@app.command()
 def predict(
     customer_id: Annotated[str, typer.Option()],
     subject: Annotated[str, typer.Option()],
