@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     def pg_password(self) -> str:
         return self.postgres_password or _secret_defaults(self.home).get("postgres_password", "")
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``MLP_*`` variables: a child process (the model server) reads the same ones."""
+        env = {f"MLP_{k.upper()}": str(v) for k, v in self.model_dump().items() if k != "postgres_password"}
+        if self.pg_password():
+            env["MLP_POSTGRES_PASSWORD"] = self.pg_password()
+        return env
+
     def postgres_dsn(self, database: str, driver: str = "postgresql+psycopg2") -> str:
         return f"{driver}://{self.postgres_user}:{self.pg_password()}@{self.host}:{self.postgres_port}/{database}"
 

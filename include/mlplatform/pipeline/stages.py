@@ -389,9 +389,8 @@ def rollback_champion(who: str, why: str, to: str | None = None, s: Settings | N
 
 
 def deploy(s: Settings | None = None) -> dict[str, Any]:
-    """Serve models:/<name>@champion locally and smoke-test it with one real request."""
-    from mlplatform.serving.deploy import smoke_test, start_server
+    """Serve models:/<name>@champion: the server swaps to the champion's version in place (started first if
+    it is not running), then one real request. A version the server refuses is rolled back and fails this."""
+    from mlplatform.serving.deploy import rollout
 
-    s = s or get_settings()
-    url = start_server(s, f"models:/{s.model_name}@champion")
-    return {"url": url, "smoke_test": smoke_test(s)}
+    return rollout(s or get_settings())

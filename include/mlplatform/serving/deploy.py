@@ -1,5 +1,8 @@
-"""Deploy the champion locally (a server process) and smoke-test it. The cluster profile renders a
-k8s Deployment for the same server instead (docker/k8s/serving.yaml)."""
+"""Deploy the champion locally, without a gap: the model server follows ``models:/<name>@champion`` and swaps
+versions in place, so deploying means making sure it runs, then waiting until it serves the champion's
+version, or refuses it. A refused version is rolled back (the alias returns to the version still serving,
+recorded in the audit trail) and the deploy fails with the server's reason. The cluster profile runs the same
+server as a k8s Deployment (docker/k8s/serving.yaml)."""
 
 from __future__ import annotations
 
@@ -19,22 +22,45 @@ SMOKE_REQUEST = {
 }
 
 
+class ModelRefused(RuntimeError):
+    """The server would not serve the version (it failed to load, raised, or scored nonsense)."""
+
+
 def _pid_file(s: Settings):  # type: ignore[no-untyped-def]
     return s.home / "run" / "model-server.pid"
+
+
+def prediction_log_dir(s: Settings):  # type: ignore[no-untyped-def]
+    return s.data_dir / "predictions" / s.model_name
 
 
 def stop_server(s: Settings) -> bool:
     return process.stop(_pid_file(s))
 
 
-def start_server(s: Settings, model_uri: str, timeout: float = 180) -> str:
-    """(Re)start the model server on ``model_uri``; returns its URL once /health answers."""
+def health(s: Settings, timeout: float = 5) -> dict[str, Any] | None:
+    """The server's /health answer (served or not: 200 and 503 both carry it), or None when it is down."""
+    try:
+        resp = httpx.get(f"{s.serving_url}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return None
+    return resp.json() if resp.status_code in (200, 503) else None
+
+
+def start_server(s: Settings, model_uri: str | None = None, timeout: float = 180) -> str:
+    """Start the model server on ``model_uri`` (default: the champion alias, followed) unless it runs
+    already; returns its URL once it answers /health. A running server is left alone: it swaps versions
+    itself."""
     import os
 
+    model_uri = model_uri or f"models:/{s.model_name}@champion"
+    running = process.read_pid(_pid_file(s))
+    if running is not None and running.alive() and health(s) is not None:
+        return s.serving_url
     stop_server(s)
     process.check_port_free(s.serving_port, "serving", set())
-    env = dict(os.environ)
-    env.setdefault("MLP_HOME", str(s.home))
+    env = {**os.environ, **s.as_env()}
+    log_file = s.home / "logs" / "model-server.log"
     rec = process.spawn(
         [
             sys.executable,
@@ -48,22 +74,59 @@ def start_server(s: Settings, model_uri: str, timeout: float = 180) -> str:
             s.host,
             "--port",
             str(s.serving_port),
+            "--log-dir",
+            str(prediction_log_dir(s)),
         ],
         pid_file=_pid_file(s),
-        log_file=s.home / "logs" / "model-server.log",
+        log_file=log_file,
         env=env,
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not rec.alive():
-            raise RuntimeError(f"model server exited:\n{process.tail(s.home / 'logs' / 'model-server.log', 30)}")
-        try:
-            if httpx.get(f"{s.serving_url}/health", timeout=2).status_code == 200:
-                return s.serving_url
-        except httpx.HTTPError:
-            pass
+            raise RuntimeError(f"model server exited:\n{process.tail(log_file, 30)}")
+        if health(s, timeout=2) is not None:
+            return s.serving_url
         time.sleep(1)
-    raise TimeoutError(f"model server on {s.serving_url} not healthy after {timeout:.0f}s")
+    raise TimeoutError(f"model server on {s.serving_url} not answering after {timeout:.0f}s")
+
+
+def wait_for_version(s: Settings, version: str, timeout: float = 300) -> dict[str, Any]:
+    """Wait until the server serves ``version``; ModelRefused when it refuses it."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        last = health(s)
+        if last is not None:
+            serving = last.get("serving") or {}
+            if str(serving.get("version")) == str(version):
+                return last
+            refused = (last.get("refused") or {}).get(str(version))
+            if refused:
+                raise ModelRefused(f"the model server refused version {version}: {refused['reason']}")
+        time.sleep(0.5)
+    raise TimeoutError(f"the model server did not serve version {version} within {timeout:.0f}s (last: {last})")
+
+
+def rollout(s: Settings) -> dict[str, Any]:
+    """Serve the champion: start the server if needed, wait for it to swap to the champion's version, smoke
+    test it. A refused version is rolled back in the registry and the deploy fails naming the reason."""
+    from mlflow import MlflowClient
+
+    from mlplatform.registry import audit
+
+    client = MlflowClient(s.mlflow_uri)
+    version = str(client.get_model_version_by_alias(s.model_name, "champion").version)
+    url = start_server(s)
+    try:
+        state = wait_for_version(s, version)
+    except ModelRefused as exc:
+        serving = ((health(s) or {}).get("serving") or {}).get("version")
+        if serving is not None:
+            audit.rollback(client, s.model_name, who="deploy (automatic rollback)", why=str(exc), to=str(serving))
+            raise ModelRefused(f"{exc}; champion rolled back to version {serving}, which keeps serving") from exc
+        raise
+    return {"url": url, "version": version, "serving": state["serving"], "smoke_test": smoke_test(s)}
 
 
 def predict(s: Settings, request: dict[str, Any]) -> dict[str, Any]:
