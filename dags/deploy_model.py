@@ -1,8 +1,11 @@
 """
 ### deploy_model: serve the champion
 
-Scheduled on the champion Asset. (Re)starts the model server on `models:/ticket_escalation@champion`
-(local profile) and smoke-tests it with one real request that looks features up in Feast.
+Scheduled on the champion Asset, enabled by default. Makes sure the model server runs on
+`models:/ticket_escalation@champion` (local profile), waits until it has swapped to the champion's
+version in place (no restart, no dropped request), and smoke-tests it with one real request that looks
+features up in Feast. A version the server refuses (it fails to load, raises, or scores NaN) is rolled
+back in the registry, with the reason in the audit trail, and this task fails saying why.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from mlplatform.pipeline import assets
     schedule=[Asset(assets.CHAMPION)],
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    is_paused_upon_creation=False,  # follows every promotion (no max_active_runs: see train_model)
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "serve"],
     params={},

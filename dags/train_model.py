@@ -1,18 +1,19 @@
 """
 ### train_model: Feast training set → training program → MLflow gate
 
-Scheduled on the features Asset (and so re-run whenever features are republished: scheduled
-retraining). Writes the point-in-time training snapshot (less its latest days: the gate's evaluation
-set), runs the training program with the local launcher, registers the model and scores it and the
-champion on that same set. A winner is promoted, after a person's approval when `require_approval` is
-on; the promotion emits the champion Asset, which schedules `deploy_model`.
+Retraining, enabled by default: scheduled on the drift Asset (`monitor_drift` found the served data or
+scores shifted) and daily at 04:00 UTC. Writes the point-in-time training snapshot (less its latest
+days: the gate's evaluation set), runs the training program with the local launcher, registers the
+model and scores it and the champion on that same set. A winner is promoted, after a person's
+approval when `require_approval` is on; the promotion emits the champion Asset, which schedules
+`deploy_model`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
@@ -24,10 +25,16 @@ GATE_PARAMS = ("holdout_days", "min_delta", "require_approval")
 
 
 @dag(
-    schedule=[Asset(assets.FEATURES)],
+    # retraining: when drift is measured, and daily as a safety net (not on every feature publish: with
+    # event-driven ingestion that is every few minutes)
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 4 * * *", timezone="UTC"), assets=Asset(assets.DRIFT)
+    ),
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    # enabled, and no max_active_runs=1 (apache/airflow#56050 strands asset events at the cap): two runs at
+    # once each gate against the champion they saw; the later promotion is refused as stale
+    is_paused_upon_creation=False,
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "train"],
     params={

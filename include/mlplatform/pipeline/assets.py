@@ -8,6 +8,8 @@ FEATURES = "mlp://feast/escalation_features"
 CANDIDATE = "mlp://mlflow/ticket_escalation/candidate"
 CHAMPION = "mlp://mlflow/ticket_escalation/champion"
 SERVED = "mlp://serving/ticket_escalation"
+DRIFT = "mlp://monitoring/ticket_escalation/drift"
+SCORES = "mlp://scores/ticket_escalation"
 
 OWNER = "support-ml"
 

@@ -1,0 +1,62 @@
+"""
+### monitor_drift: is the served model still seeing the world it learned?
+
+Hourly, enabled by default. Compares the champion's last `window_hours` of served predictions (logged by
+the model server with their features) with its training snapshot (features) and its scores on the gate's
+evaluation set (score): PSI and KS per feature and for the score, logged to MLflow (experiment
+`ticket_escalation-monitoring`). A PSI above `threshold` on any of them emits the drift Asset, which
+schedules `train_model`: retraining, then the gate, then a swap if the new model wins. Fewer than
+`min_rows` predictions in the window: nothing is judged.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from mlplatform.pipeline import assets
+
+
+@dag(
+    schedule="@hourly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    is_paused_upon_creation=False,
+    default_args=assets.default_args(),
+    tags=["mlplatform", "monitor", "drift"],
+    params={
+        "window_hours": Param(
+            24, type="number", exclusiveMinimum=0, maximum=24 * 30, description="hours of predictions"
+        ),
+        "threshold": Param(0.2, type="number", exclusiveMinimum=0, description="PSI above which a column has drifted"),
+        "min_rows": Param(100, type="integer", minimum=1, description="fewer predictions than this: no verdict"),
+    },
+    doc_md=__doc__,
+)
+def monitor_drift() -> None:
+    @task
+    def measure() -> dict:
+        from mlplatform.config.settings import get_settings
+        from mlplatform.monitoring.drift import champion_drift
+
+        p = get_current_context()["params"]
+        report = champion_drift(get_settings(), float(p["window_hours"]), float(p["threshold"]), int(p["min_rows"]))
+        return report.to_dict()
+
+    @task.short_circuit
+    def drifted(report: dict) -> bool:
+        """Go on (and emit the drift Asset) only when something drifted."""
+        return bool(report["drifted"])
+
+    @task(outlets=[Asset(assets.DRIFT)])
+    def signal(report: dict) -> dict:
+        event = {k: report[k] for k in ("version", "drifted", "psi", "rows", "window_end")}
+        get_current_context()["outlet_events"][Asset(assets.DRIFT)].extra = event
+        return event
+
+    report = measure()
+    drifted(report) >> signal(report)
+
+
+monitor_drift()
