@@ -71,7 +71,7 @@ def ml_pipeline() -> None:
 
         if not run_conf["produce"]:
             return {"tickets": 0, "outcomes": 0}
-        knobs = {k: run_conf[k] for k in ("schema_version", "poison_rate", "late_rate")}
+        knobs = {k: run_conf[k] for k in ("schema_version", "poison_rate", "late_rate", "drift")}
         return produce_events(run_conf["events"], run_conf["seed"], endpoints=from_airflow(), **knobs)
 
     @task

@@ -141,6 +141,9 @@ def produce(
     days_back: Annotated[
         int, typer.Option(min=0, help="move the whole event window this many days back (a backfill)")
     ] = 0,
+    drift: Annotated[
+        float, typer.Option(min=0, max=1, help="shift the world the model learned (0: none, 1: the most)")
+    ] = 0.0,
 ) -> None:
     """Write synthetic ticket and outcome events to Kafka, serialized through the Schema Registry."""
     from mlplatform.pipeline.stages import produce_events
@@ -152,6 +155,7 @@ def produce(
         poison_rate=poison_rate,
         late_rate=late_rate,
         days_back=days_back,
+        drift=drift,
     )
     console.print_json(data=result)
 

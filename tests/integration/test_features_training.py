@@ -87,7 +87,10 @@ def test_training_set_is_point_in_time_correct_and_keeps_every_label(settings, p
         assert row["tickets_30d"] <= len(window)
 
 
-def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, tmp_path):
+@pytest.fixture(scope="module")
+def trained(settings, published, tmp_path_factory):
+    """The training program run on the published snapshot, tracked by the real MLflow server."""
+    tmp_path = tmp_path_factory.mktemp("train")
     snap = stages.training_snapshot(published["run"] + "-t", settings)
     cfg = load(
         None,
@@ -112,7 +115,11 @@ def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, 
             "feature_service": snap["feature_service"],
         },
     )
-    result = train(cfg)
+    return snap, train(cfg)
+
+
+def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, trained):
+    snap, result = trained
     client = MlflowClient(settings.mlflow_uri)
     run = client.get_run(result["run_id"])
     assert run.info.status == "FINISHED"
@@ -167,3 +174,28 @@ def test_training_run_is_fully_tracked_in_mlflow_and_gated(settings, published, 
     assert set(online.to_dict()) == {"customer_id", *result["feature_columns"]}
     with pytest.raises(LookupError, match="no_such_feature"):
         store.version_service(s, 99, ["tickets_7d", "no_such_feature"])
+
+
+def test_batch_score_scores_a_day_of_validated_tickets_with_the_champion(settings, trained):
+    snap, result = trained
+    s = settings.model_copy(update={"model_name": f"it_bs_{uuid.uuid4().hex[:6]}"})
+    with pytest.raises(stages.NoChampionError):
+        stages.batch_score("2026-01-01", s=s)
+    decision = stages.register(result, snap, s=s)
+    stages.promote_champion(decision, None, s=s)
+    validated = read_files(Landing(stages.landing_root(settings), settings.tickets_topic).validated_files())
+    days = pd.to_datetime(validated["created_at"], utc=True).dt.date
+    day = days.value_counts().index[0]  # the busiest day
+    out = stages.batch_score(day.isoformat(), s=s)
+    assert out["rows"] == validated[days == day]["ticket_id"].nunique() > 0
+    assert out["model_version"] == decision["version"]
+    scores = pd.read_parquet(out["uri"])
+    assert len(scores) == out["rows"]
+    assert scores["escalation_probability"].between(0, 1).all()
+    assert set(scores["model_version"]) == {decision["version"]}
+    assert (pd.to_datetime(scores["created_at"], utc=True).dt.date == day).all()
+    assert out["escalate"] == int(scores["escalate"].sum())
+    again = stages.batch_score(day.isoformat(), s=s)  # a retry: the same file, the same rows
+    assert again["rows"] == out["rows"]
+    assert sorted(pd.read_parquet(again["uri"]).ticket_id) == sorted(scores.ticket_id)
+    assert stages.batch_score("1999-01-01", s=s)["rows"] == 0

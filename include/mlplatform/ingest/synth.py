@@ -58,6 +58,7 @@ class SynthConfig:
     anchor: datetime | None = None  # end of the event window; default: 00:00 UTC three days ago
     schema_version: int = 1  # 2 adds the ticket's `language` (the compatible evolution of the contract)
     late_rate: float = 0.0  # share of tickets that arrive late: their event time lies 2-10 days back
+    drift: float = 0.0  # 0..1: shifts the world (more frustrated customers: more, more urgent, higher-priority tickets)
 
 
 def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -69,6 +70,8 @@ def generate(cfg: SynthConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any
     start = anchor - timedelta(days=cfg.days)
     n_customers = max(10, cfg.events // 20)
     frustration = rng.beta(1.2, 3.0, size=n_customers)
+    # drift moves every customer part of the way towards frustration (drawn as before: drift 0 is the same stream)
+    frustration = frustration + cfg.drift * (1.0 - frustration) * 0.8
     plans = rng.choice(len(PLANS), size=n_customers, p=[0.5, 0.35, 0.15])
     weights = 1.0 + 4.0 * frustration
     who = rng.choice(n_customers, size=cfg.events, p=weights / weights.sum())

@@ -47,12 +47,13 @@ def psi(reference: Any, current: Any, bins: int = 10, eps: float = 1e-4) -> floa
     ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
     if len(ref) == 0 or len(cur) == 0:
         return float("nan")
-    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
-    a = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
-    b = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1) / len(cur)
-    if len(edges) == 0:  # constant reference: the share of current values that left it
+    if np.ptp(ref) == 0:  # constant reference: the share of current values that left it
         moved = float(np.mean(cur != ref[0]))
         a, b = np.array([1.0, 0.0]), np.array([1.0 - moved, moved])
+    else:
+        edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+        a = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
+        b = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1) / len(cur)
     a, b = np.clip(a, eps, None), np.clip(b, eps, None)
     return float(np.sum((b - a) * np.log(b / a)))
 

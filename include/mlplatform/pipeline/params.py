@@ -18,6 +18,7 @@ class PipelineConf(BaseModel):
     schema_version: Literal[1, 2] = Field(1, description="Ticket contract version produced (2 adds language)")
     poison_rate: float = Field(0.0, ge=0, le=0.5, description="Share of poison records mixed into the produced tickets")
     late_rate: float = Field(0.0, ge=0, le=1, description="Share of produced tickets whose event time lies days back")
+    drift: float = Field(0.0, ge=0, le=1, description="Shift the produced world away from what the model learned")
     max_records: int = Field(0, ge=0, description="Upper bound of records ingested per topic (0: all pending)")
     ingest_max_seconds: int = Field(0, ge=0, description="Time budget of each topic's ingest (0: until the end)")
     dlq_max_share: float = Field(

@@ -28,12 +28,14 @@ def produce_events(
     poison_rate: float = 0.0,
     late_rate: float = 0.0,
     days_back: int = 0,
+    drift: float = 0.0,
 ) -> dict[str, Any]:
     """Generate reproducible synthetic events and write them, serialized through the Schema Registry, to
     the ticket and outcome topics. ``schema_version`` 2 writes the evolved ticket contract; ``poison_rate``
     mixes in records the ingest must dead-letter (one of each class in turn); ``late_rate`` makes that
     share of tickets carry an event time days back; ``days_back`` moves the whole window back (a backfill,
-    which the tickets suite finds stale)."""
+    which the tickets suite finds stale); ``drift`` (0..1) shifts the world the model learned (more frustrated
+    customers: more tickets, more urgent, higher priority), which ``monitor_drift`` then measures."""
     from datetime import UTC, datetime, timedelta
 
     from confluent_kafka.serialization import MessageField, SerializationContext
@@ -50,7 +52,9 @@ def produce_events(
     if days_back:
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         anchor = today - timedelta(days=3 + days_back)  # 3: the default window's own distance from today
-    cfg = SynthConfig(events=events, seed=seed, schema_version=schema_version, late_rate=late_rate, anchor=anchor)
+    cfg = SynthConfig(
+        events=events, seed=seed, schema_version=schema_version, late_rate=late_rate, anchor=anchor, drift=drift
+    )
     tickets, outcomes = generate(cfg)
     t_spec, o_spec = subject_for_topic(s.tickets_topic), subject_for_topic(s.outcomes_topic)
     t_ser = avro_serializer(ep.registry, t_spec, schema_version)
@@ -67,6 +71,7 @@ def produce_events(
         "outcomes": produce_values(ep.kafka, s.outcomes_topic, o_values),
         "poison": poisoned,
         "schema_version": schema_version,
+        "drift": drift,
     }
 
 
@@ -394,3 +399,85 @@ def deploy(s: Settings | None = None) -> dict[str, Any]:
     from mlplatform.serving.deploy import rollout
 
     return rollout(s or get_settings())
+
+
+class NoChampionError(LookupError):
+    """There is no champion to score with yet."""
+
+
+def scores_dir(s: Settings) -> Path:
+    return s.data_dir / "scores" / s.model_name
+
+
+def batch_score(day: str = "", s: Settings | None = None) -> dict[str, Any]:
+    """Score the validated tickets of one event date (``day``, YYYY-MM-DD; default yesterday, UTC) through the
+    champion, each with its point-in-time features (as of the ticket's creation), into
+    ``<data>/scores/<model>/date=<day>/scores.parquet``. The champion's version is pinned for the whole batch
+    and written with every row; a retry writes the same file again (atomic replace)."""
+    from datetime import UTC, date, datetime, timedelta
+
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mlplatform.features import store
+    from mlplatform.ingest.landing import Landing
+    from mlplatform.registry.evaluation import model_input
+    from mlplatform.validation.suites import read_files
+
+    s = s or get_settings()
+    the_day = date.fromisoformat(day) if day else (datetime.now(UTC) - timedelta(days=1)).date()
+    client = MlflowClient(s.mlflow_uri)
+    try:
+        champ = client.get_model_version_by_alias(s.model_name, "champion")
+    except MlflowException as exc:
+        raise NoChampionError(f"{s.model_name} has no champion to score with yet") from exc
+    version = str(champ.version)
+    tickets = read_files(Landing(landing_root(s), s.tickets_topic).validated_files())
+    out_dir = scores_dir(s) / f"date={the_day.isoformat()}"
+    result = {"date": the_day.isoformat(), "model_version": version, "uri": (out_dir / "scores.parquet").as_uri()}
+    if not tickets.empty:
+        created = pd.to_datetime(tickets["created_at"], utc=True)
+        tickets = tickets[created.dt.date == the_day].drop_duplicates("ticket_id").reset_index(drop=True)
+    if tickets.empty:
+        return {**result, "rows": 0, "escalate": 0, "missing_features": 0, "uri": ""}
+    entity = pd.DataFrame(
+        {
+            "ticket_id": tickets["ticket_id"],
+            "customer_id": tickets["customer_id"],
+            "event_timestamp": pd.to_datetime(tickets["created_at"], utc=True),
+            "subject": tickets["subject"],
+            "body": tickets["body"],
+        }
+    )
+    service = champ.tags.get(FEATURE_SERVICE_TAG) or s.feature_service
+    frame = store.training_set(entity, s, service=service)
+    names = store.feature_names(s, service=service)
+    mlflow.set_tracking_uri(s.mlflow_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{s.model_name}/{version}")
+    probs = model.predict(model_input(frame))["escalation_probability"]
+    scored = pd.DataFrame(
+        {
+            "ticket_id": frame["ticket_id"],
+            "customer_id": frame["customer_id"],
+            "created_at": frame["event_timestamp"],
+            "escalation_probability": probs.to_numpy(dtype="float64"),
+            "model_version": version,
+            "scored_at": datetime.now(UTC).isoformat(),
+        }
+    )
+    scored["escalate"] = scored["escalation_probability"] >= 0.5
+    bad = int((~scored["escalation_probability"].between(0, 1)).sum())
+    if bad:
+        raise ValueError(f"version {version} returned {bad} scores that are NaN or outside [0, 1]: nothing written")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".scores.{datetime.now(UTC).timestamp():.6f}.tmp"
+    scored.to_parquet(tmp, index=False)
+    tmp.replace(out_dir / "scores.parquet")
+    return {
+        **result,
+        "rows": len(scored),
+        "escalate": int(scored["escalate"].sum()),
+        "missing_features": int(frame[names].isna().any(axis=1).sum()),
+    }

@@ -139,6 +139,13 @@ def load_eval_set(uri: str, sha256: str) -> Any:
     return pd.read_parquet(io.BytesIO(data))
 
 
+def model_input(frame: Any) -> Any:
+    """``frame`` as the escalation pyfunc's signature takes it: integer and boolean features as float64
+    (Feast returns Int64 counts; MLflow's schema enforcement will not narrow-cast them)."""
+    casts = {c: "float64" for c in frame.columns if frame[c].dtype.kind in "iub" and c != LABEL}
+    return frame.astype(casts) if casts else frame
+
+
 def _auc(y: Any, p: Any) -> float:
     from sklearn.metrics import roc_auc_score
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlplatform.registry.evaluation import EvalSet, GateRules, Scores, judge, load_eval_set, score
+from mlplatform.registry.evaluation import EvalSet, GateRules, Scores, judge, load_eval_set, model_input, score
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def predict_probabilities(model_uri: str, frame: Any) -> Any:
     """The model's escalation probabilities for ``frame`` (a pyfunc from the registry)."""
     import mlflow
 
-    out = mlflow.pyfunc.load_model(model_uri).predict(frame)
+    out = mlflow.pyfunc.load_model(model_uri).predict(model_input(frame))
     return out["escalation_probability"].to_numpy(dtype="float64")
 
 

@@ -179,9 +179,9 @@ class ModelHolder:
             uri, sha = tags.get("gate.eval_set.uri"), tags.get("gate.eval_set.sha256")
             if uri and sha:
                 try:
-                    from mlplatform.registry.evaluation import load_eval_set
+                    from mlplatform.registry.evaluation import load_eval_set, model_input
 
-                    return load_eval_set(uri, sha).head(self.check_rows)
+                    return model_input(load_eval_set(uri, sha).head(self.check_rows))
                 except (OSError, ValueError) as exc:
                     log.warning("version %s: its evaluation set is not readable here (%s)", loaded.version, exc)
         rows = [

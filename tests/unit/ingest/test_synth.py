@@ -32,3 +32,12 @@ def test_urgent_text_carries_escalation_signal():
     y = np.array([esc[t["ticket_id"]] for t in tickets])
     assert 0.1 < y.mean() < 0.6
     assert y[urgent].mean() > y[~urgent].mean() + 0.2
+
+
+def test_drift_shifts_the_world_and_zero_drift_is_the_same_stream():
+    base, _ = generate(SynthConfig(events=3000, seed=3))
+    again, _ = generate(SynthConfig(events=3000, seed=3, drift=0.0))
+    assert base == again
+    shifted, _ = generate(SynthConfig(events=3000, seed=3, drift=1.0))
+    mean = lambda rows: sum(t["priority"] for t in rows) / len(rows)  # noqa: E731
+    assert mean(shifted) > mean(base) + 0.5  # more frustrated customers open higher-priority tickets

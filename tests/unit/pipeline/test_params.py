@@ -14,6 +14,7 @@ DOCUMENTED_DEFAULTS = {
     "schema_version": 1,
     "poison_rate": 0.0,
     "late_rate": 0.0,
+    "drift": 0.0,
     "max_records": 0,
     "ingest_max_seconds": 0,
     "dlq_max_share": 0.05,
