@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv/bin
 EVENTS ?= 2000
 
-.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags bench-ingest bench-feast-online bench-feast-offline bench-validate bench-features clean
+.PHONY: setup up down status demo test test-fast lint lock bench-train bench-dags bench-ingest bench-feast-online bench-feast-offline bench-serving bench-validate bench-features clean
 
 setup:            ## install Debian packages, the venv and the Kafka jars
 	@scripts/bootstrap.sh
@@ -53,6 +53,9 @@ bench-feast-online: setup ## Feast online lookup (1 entity x the service) vs a r
 
 bench-feast-offline: setup ## Feast's file, DuckDB and Spark offline stores on one training set vs a DuckDB ASOF join
 	$(VENV)/python bench/feast_offline.py
+
+bench-serving: setup ## model server vs mlflow models serve on the same model, concurrency 1 and 8
+	$(VENV)/python bench/serving.py
 
 bench-validate: setup ## GX validation of 1M rows vs the same checks in pyarrow.compute
 	$(VENV)/python bench/validate.py
