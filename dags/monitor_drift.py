@@ -37,11 +37,16 @@ from mlplatform.pipeline import assets
 def monitor_drift() -> None:
     @task
     def measure() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from mlplatform.config.settings import get_settings
-        from mlplatform.monitoring.drift import champion_drift
+        from mlplatform.monitoring.drift import NoChampion, champion_drift
 
         p = get_current_context()["params"]
-        report = champion_drift(get_settings(), float(p["window_hours"]), float(p["threshold"]), int(p["min_rows"]))
+        try:
+            report = champion_drift(get_settings(), float(p["window_hours"]), float(p["threshold"]), int(p["min_rows"]))
+        except NoChampion as exc:  # nothing serves yet: nothing to watch
+            raise AirflowSkipException(str(exc)) from exc
         return report.to_dict()
 
     @task.short_circuit

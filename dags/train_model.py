@@ -48,10 +48,15 @@ GATE_PARAMS = ("holdout_days", "min_delta", "require_approval")
 def train_model() -> None:
     @task
     def snapshot() -> dict:
-        from mlplatform.pipeline.stages import training_snapshot
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from mlplatform.pipeline.stages import NoTrainingData, training_snapshot
 
         ctx = get_current_context()
-        return training_snapshot(ctx["run_id"], holdout_days=int(ctx["params"]["holdout_days"]))
+        try:
+            return training_snapshot(ctx["run_id"], holdout_days=int(ctx["params"]["holdout_days"]))
+        except NoTrainingData as exc:  # a scheduled run before any data: nothing to retrain
+            raise AirflowSkipException(str(exc)) from exc
 
     @task(pool="cpu_train" if S.train_device != "cuda" else S.gpu_pool)
     def train(snap: dict) -> dict:

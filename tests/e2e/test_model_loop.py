@@ -4,6 +4,7 @@ server saw emits the drift Asset, which starts a retraining run."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -84,10 +85,10 @@ def test_a_reviewer_approves_one_promotion_and_rejects_another_through_the_rest_
         for run_id in (approved, rejected):
 
             def waiting(run_id: str = run_id) -> bool:
-                """the approve task waits (deferred) for a reviewer"""
+                """the approve task is parked, awaiting a reviewer's input (no worker slot held)"""
                 states = client.task_states("train_model", run_id)
                 assert "failed" not in states.values(), states
-                return states.get("approve") == "deferred"
+                return states.get("approve") == "awaiting_input"
 
             wait_for(waiting, timeout=1500)
         decision = client.xcom("train_model", approved, "register")
@@ -166,3 +167,5 @@ def test_drift_on_what_the_server_sees_fires_the_drift_asset_and_starts_retraini
     gate = client.xcom("train_model", retrain[0]["dag_run_id"], "register")
     assert gate["champion_version"] == version
     assert gate["reason"]
+    # leave the hourly monitor nothing to judge: it would retrain again in the middle of later tests
+    shutil.rmtree(prediction_log_dir(settings), ignore_errors=True)

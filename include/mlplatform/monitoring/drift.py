@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 SCORE = "escalation_probability"
 
 
+class NoChampion(LookupError):
+    """No model serves yet."""
+
+
 @dataclass
 class DriftReport:
     model: str
@@ -123,11 +127,15 @@ def champion_drift(
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from mlplatform.serving.deploy import prediction_log_dir
 
     client = MlflowClient(s.mlflow_uri)
-    champ = client.get_model_version_by_alias(s.model_name, "champion")
+    try:
+        champ = client.get_model_version_by_alias(s.model_name, "champion")
+    except MlflowException as exc:
+        raise NoChampion(f"{s.model_name} has no champion") from exc
     run = client.get_run(champ.run_id)
     until = now or datetime.now(UTC)
     since = until - timedelta(hours=window_hours)

@@ -5,10 +5,10 @@ Airflow-only wiring shared by ``ml_pipeline`` and ``train_model`` (imported by D
                        └──────────────────────────────────────► promote
 
 ``route`` (a branch) goes nowhere when the gate kept the champion, to ``approve`` when the run's Param
-``require_approval`` is on, else straight to ``promote``. ``approve`` waits (deferred, no worker slot) for a
-reviewer in the UI or through the REST API; a rejection skips ``promote``, so the champion stays, and a
-reviewer who never answers counts as a rejection after ``response_timeout``. ``promote`` records the
-approver (or the gate) in the audit trail as it moves the alias."""
+``require_approval`` is on, else straight to ``promote``. ``approve`` waits (parked as ``awaiting_input``,
+no worker slot) for a reviewer in the UI or through the REST API; a rejection skips ``promote``, so the
+champion stays, and a reviewer who never answers counts as a rejection after ``response_timeout``.
+``promote`` records the approver (or the gate) in the audit trail as it moves the alias."""
 
 from __future__ import annotations
 

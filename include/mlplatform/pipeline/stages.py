@@ -231,6 +231,10 @@ def publish_features(s: Settings | None = None) -> dict[str, Any]:
     return {"applied": applied, **window}
 
 
+class NoTrainingData(LookupError):
+    """Nothing to train on yet (a scheduled retraining on a fresh stack)."""
+
+
 def lineage(s: Settings | None = None) -> dict[str, Any]:
     """What the features and labels were built from: per contract topic, the validated batches and the
     Kafka offsets they cover (per partition, the span [first, next) of their landed ranges)."""
@@ -271,7 +275,10 @@ def training_snapshot(run_id: str, s: Settings | None = None, holdout_days: int 
 
     s = s or get_settings()
     labels_dir = store.labels_path(s)
-    entity_df = pd.concat([pd.read_parquet(f) for f in sorted(labels_dir.glob("*.parquet"))], ignore_index=True)
+    files = sorted(labels_dir.glob("*.parquet"))
+    if not files:
+        raise NoTrainingData(f"no labelled tickets in {labels_dir} yet (build_features writes them)")
+    entity_df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     entity_df["event_timestamp"] = pd.to_datetime(entity_df["event_timestamp"], utc=True)
     df = store.training_set(entity_df, s)
     train, held, cutoff = evaluation.split(df, days=holdout_days)
