@@ -136,3 +136,23 @@ def test_feast_offline_bench_smoke(tmp_path):
         assert entry["identical_to_oracle"] is True, kind
         assert entry["ratio_vs_peer"] == pytest.approx(entry["seconds"] / report["peer"]["seconds"], rel=0.05), kind
     assert res.stdout.strip().splitlines()[-1].startswith("feast_offline [smoke]: ")
+
+
+def test_serving_bench_smoke(tmp_path, stack):
+    """Both servers load the same registered model from the session stack's MLflow and give the same answer
+    (the bench fails otherwise); throughput and p99 at concurrency 1 and 8 are reported, never judged here."""
+    out = tmp_path / "serving.json"
+    res = _bench("serving.py", "--smoke", "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert sorted(report["points"]) == ["1", "8"]
+    for point in report["points"].values():
+        for side in ("this_project", "peer_mlflow_models_serve"):
+            assert point[side]["requests"] > 0, side
+            assert point[side]["errors"] == 0, side
+            assert 0 < point[side]["p50_ms"] <= point[side]["p99_ms"], side
+        assert point["speedup"] == pytest.approx(
+            point["this_project"]["req_per_s"] / point["peer_mlflow_models_serve"]["req_per_s"], rel=0.02
+        )
+    assert any(line.startswith("mlp_serving_batch_size_count") for line in report["batch_size_histogram"])
+    assert res.stdout.strip().splitlines()[-1].startswith("serving [smoke]: c=1: ")

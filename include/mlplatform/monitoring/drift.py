@@ -131,6 +131,7 @@ def champion_drift(
 
     from mlplatform.serving.deploy import prediction_log_dir
 
+    mlflow.set_tracking_uri(s.mlflow_uri)  # runs:/ artifact URIs resolve against it
     client = MlflowClient(s.mlflow_uri)
     try:
         champ = client.get_model_version_by_alias(s.model_name, "champion")
@@ -162,7 +163,6 @@ def champion_drift(
         threshold=threshold,
         min_rows=min_rows,
     )
-    mlflow.set_tracking_uri(s.mlflow_uri)
     mlflow.set_experiment(f"{s.model_name}-monitoring")
     with mlflow.start_run(run_name=f"drift-v{champ.version}-{until:%Y%m%dT%H%M}"):
         mlflow.set_tags({"model": s.model_name, "version": str(champ.version), "drifted": ",".join(report.drifted)})
