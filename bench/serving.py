@@ -13,8 +13,10 @@ Peer ("mlflow models serve"): MLflow's scoring server (``--env-manager local``) 
 ``POST /invocations`` with ``dataframe_records`` holding the text *and* the five feature values (it cannot
 look them up, so the client hands them over: the peer does less work per request).
 
-Before timing, the same request must get the same probability from both (to 1e-3). Each point is a fixed
-duration of back-to-back requests per client after a warm-up; reported: requests/s, p50 and p99 latency.
+Before timing, the same request must get the same probability from both (to 1e-3). Load comes from wrk
+(Debian's; a C load generator, so its own CPU stays small beside the servers on this machine): ``c``
+connections, each sending its next request when the answer came, for a fixed duration after a warm-up;
+reported: requests/s, p50 and p99 latency, non-2xx answers.
 Target: at concurrency 8, at least 3x the peer's throughput with a p99 no worse than the peer's.
 It starts PostgreSQL, Redis and MLflow of a bench state dir (.mlp-bench) unless they run, and stops what it
 started.
@@ -26,11 +28,9 @@ started.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,46 +143,54 @@ def start(argv: list[str], env: dict[str, str], log: Path, url: str, timeout: fl
     raise TimeoutError(f"{url} not up after {timeout}s: {log.read_text()[-3000:]}")
 
 
-async def load(url: str, bodies: list[dict[str, Any]], clients: int, seconds: float, warmup: float) -> dict:
-    """``clients`` closed-loop clients, back to back, for ``warmup`` then ``seconds`` (only the latter counts)."""
-    import httpx
+WRK_SCRIPT = """
+local bodies, i = {}, 0
+for line in io.lines(os.getenv("MLP_BENCH_BODIES")) do bodies[#bodies + 1] = line end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
 
-    latencies: list[float] = []
-    errors = 0
-    begin = time.perf_counter()
-    measure_from, end = begin + warmup, begin + warmup + seconds
 
-    async def client(i: int, http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        n = i
-        while (now := time.perf_counter()) < end:
-            body = bodies[n % len(bodies)]
-            n += clients
-            t0 = time.perf_counter()
-            r = await http.post(url, json=body)
-            t1 = time.perf_counter()
-            if r.status_code != 200:
-                errors += 1
-            elif now >= measure_from:
-                latencies.append(t1 - t0)
+def _ms(text: str) -> float:
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(text)
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        await asyncio.gather(*(client(i, http) for i in range(clients)))
-    ms = sorted(x * 1000 for x in latencies)
 
-    def at(q: float) -> float:
-        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 2) if ms else float("nan")
+def load(url: str, bodies: list[dict[str, Any]], clients: int, seconds: float, warmup: float, work: Path) -> dict:
+    """wrk (a C load generator: its own CPU cost stays out of the way) with ``clients`` connections, each
+    sending its next request when the answer came (closed loop), after ``warmup`` seconds not counted."""
+    import json
 
-    return {
-        "clients": clients,
-        "requests": len(ms),
-        "errors": errors,
-        "req_per_s": round(len(ms) / seconds, 2),
-        "p50_ms": at(0.5),
-        "p99_ms": at(0.99),
-        "mean_ms": round(statistics.fmean(ms), 2) if ms else float("nan"),
-    }
+    script, lines = work / "post.lua", work / f"bodies-{abs(hash(url))}.jsonl"
+    script.write_text(WRK_SCRIPT)
+    lines.write_text("\n".join(json.dumps(b) for b in bodies) + "\n")
+    env = {**os.environ, "MLP_BENCH_BODIES": str(lines)}
+
+    def wrk(duration: float) -> str:
+        argv = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout  # noqa: S603
+
+    if warmup:
+        wrk(warmup)
+    out = wrk(seconds)
+    fields = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            fields["req_per_s"] = float(parts[1])
+        elif parts[:1] in (["50%"], ["99%"]):
+            fields[f"p{parts[0][:-1]}_ms"] = round(_ms(parts[1]), 2)
+        elif "requests in" in line:
+            fields["requests"] = int(parts[0])
+        elif line.strip().startswith("Non-2xx"):
+            fields["errors"] = int(parts[-1])
+        elif line.strip().startswith("Socket errors"):
+            fields["socket_errors"] = line.split(":", 1)[1].strip()
+    return {"clients": clients, "errors": 0, **fields}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,10 +216,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.materialize(s, end=day + timedelta(days=2), days=10)
             name, version = train_model(s, work, args.smoke)
             env = {**os.environ, **s.as_env(), "OMP_NUM_THREADS": threads, "MLFLOW_TRACKING_URI": s.mlflow_uri}
+            # mlflow models serve execs `uvicorn` by name: the environment's own bin dir first
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
             ours_port, peer_port = free_port(), free_port()
             ours = start(
                 [sys.executable, "-m", "mlplatform.serving.server", "--model-uri", f"models:/{name}@champion",
-                 "--tracking-uri", s.mlflow_uri, "--port", str(ours_port), "--threads", threads],
+                 "--tracking-uri", s.mlflow_uri, "--port", str(ours_port), "--threads", threads, *args.server_arg],
                 env, work / "ours.log", f"http://127.0.0.1:{ours_port}/health",
             )  # fmt: skip
             procs.append(ours)
@@ -246,14 +256,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             points = {}
             for c in args.concurrency:
                 points[str(c)] = {
-                    "peer_mlflow_models_serve": asyncio.run(load(peer_url, peer_bodies, c, args.seconds, args.warmup)),
-                    "this_project": asyncio.run(load(ours_url, ours_bodies, c, args.seconds, args.warmup)),
+                    "peer_mlflow_models_serve": load(peer_url, peer_bodies, c, args.seconds, args.warmup, work),
+                    "this_project": load(ours_url, ours_bodies, c, args.seconds, args.warmup, work),
                 }
                 mine, theirs = points[str(c)]["this_project"], points[str(c)]["peer_mlflow_models_serve"]
                 points[str(c)]["speedup"] = round(mine["req_per_s"] / max(theirs["req_per_s"], 1e-9), 2)
                 points[str(c)]["p99_ratio"] = round(mine["p99_ms"] / max(theirs["p99_ms"], 1e-9), 2)
             metrics = httpx.get(f"http://127.0.0.1:{ours_port}/metrics", timeout=10).text
             batch = [ln for ln in metrics.splitlines() if ln.startswith("mlp_serving_batch_size_")]
+            raw: dict[str, dict[str, float]] = {}
+            for ln in metrics.splitlines():
+                if ln.startswith(("mlp_serving_stage_seconds_sum", "mlp_serving_stage_seconds_count")):
+                    kind, stage = ln.split("{")[0].rsplit("_", 1)[1], ln.split('"')[1]
+                    raw.setdefault(stage, {})[kind] = float(ln.split()[-1])
+            stages = {
+                k: {"batches": int(v["count"]), "mean_ms": round(1000 * v["sum"] / max(v["count"], 1), 2)}
+                for k, v in raw.items()
+            }
         finally:
             for p in procs:
                 p.terminate()
@@ -263,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     p.kill()
             store.drop_project(s)
-    return {"model": f"models:/{name}/{version}", "points": points, "batch_size_histogram": batch}
+    return {"model": f"models:/{name}/{version}", "points": points, "batch_size_histogram": batch, "stages": stages}
 
 
 def main() -> int:
@@ -273,6 +292,7 @@ def main() -> int:
     ap.add_argument("--customers", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each server")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    ap.add_argument("--server-arg", action="append", default=[], help="extra model server flag (repeatable)")
     ap.add_argument("--smoke", action="store_true", help="tiny random encoder, 3 s per point (CI: the code paths)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serving.json"))
     args = ap.parse_args()

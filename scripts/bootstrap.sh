@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything mlplatform needs on a fresh Debian machine: Debian packages (PostgreSQL, Redis,
+# Installs everything mlplatform needs on a fresh Debian machine: Debian packages (PostgreSQL, Redis, wrk,
 # Java 17, Maven, Chromium for the UI test), the Python environment (.venv, from constraints.txt) and
 # the Kafka broker jars and Apicurio Registry (from Maven Central). Idempotent: a second run only checks.
 set -euo pipefail
@@ -12,6 +12,7 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v wrk >/dev/null || need+=(wrk)  # bench/serving.py's load generator
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
