@@ -5,6 +5,7 @@ feature policy, bad input, and the prediction log."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -303,3 +304,38 @@ def test_served_predictions_are_logged_with_their_features(server):
     assert {"served_at", "tickets_30d", "is_enterprise", "escalation_probability"} <= set(mine.columns)
     assert mine.escalation_probability.between(0, 1).all()
     assert process.read_pid(s.home / "run" / "model-server.pid").alive()
+
+
+def test_mlp_rollback_returns_the_champion_and_the_server_follows(server):
+    import subprocess
+    import sys
+
+    s = server
+    client = MlflowClient(s.mlflow_uri)
+    first, second = register(s, "good"), register(s, "good_v2")
+    audit.move(client, s.model_name, first, who="test", why="first")
+    until(lambda: (health(s).get("serving") or {}).get("version") == first)
+    audit.move(client, s.model_name, second, who="test", why="second")
+    until(lambda: (health(s).get("serving") or {}).get("version") == second)
+    env = {**os.environ, **s.as_env(), "COLUMNS": "250"}  # rich would fold the audit table's cells at 80
+    out = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "rollback", "--why", "answers look wrong", "--who", "oncall"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert str(client.get_model_version_by_alias(s.model_name, "champion").version) == first
+    last = audit.history(client, s.model_name)[-1]
+    assert (last["from"], last["to"], last["kind"], last["who"], last["why"]) == (
+        second, first, "rollback", "oncall", "answers look wrong"
+    )  # fmt: skip
+    until(lambda: (health(s).get("serving") or {}).get("version") == first)  # no restart: it follows the alias
+    listing = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "champion"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "rollback" in listing.stdout
+    assert "oncall" in listing.stdout
