@@ -30,7 +30,7 @@ from mlplatform.pipeline import assets
 def deploy_model() -> None:
     @task
     def deploy() -> dict:
-        from mlplatform.pipeline.stages import deploy as do_deploy
+        from mlplatform.pipeline.tasks import deploy as do_deploy
 
         return do_deploy()
 

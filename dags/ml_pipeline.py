@@ -114,7 +114,7 @@ def ml_pipeline() -> None:
 
     @task(outlets=[Asset(assets.SERVED)], trigger_rule="none_failed")
     def deploy(run_conf: dict) -> dict:
-        from mlplatform.pipeline.stages import deploy as do_deploy
+        from mlplatform.pipeline.tasks import deploy as do_deploy
 
         return do_deploy() if run_conf["deploy"] else {"skipped": True}
 

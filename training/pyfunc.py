@@ -38,7 +38,11 @@ class EscalationPyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         for f in self.meta["text_fields"][1:]:
             texts = texts + " . " + df[f].fillna("").astype(str)
         cols = self.meta["feature_columns"]
-        feats = df.reindex(columns=cols).astype("float64").fillna(pd.Series(self.mean, index=cols)).to_numpy()
+        missing = [c for c in cols if c not in df.columns]
+        if missing:  # a frame without the features the model was trained on cannot be scored fairly
+            raise KeyError(f"model input lacks feature columns {missing}")
+        # a missing value is 0 (no activity in the window), as in training (training.loop.prepare)
+        feats = df[cols].astype("float64").fillna(0.0).to_numpy()
         feats = ((feats - self.mean) / self.std).astype(np.float32)
         enc = self.tokenizer(
             list(texts), truncation=True, max_length=self.meta["max_length"], padding=True, return_tensors="pt"

@@ -110,6 +110,15 @@ class Settings(BaseSettings):
     gpu_pool: str = "gpu_local"
     train_gpus: int = Field(default=1, ge=1, description="GPUs per training pod (cluster profile)")
     gpu_profile: str = Field(default="h100", description="GPU profile of training pods (launch/gpu_profiles.yaml)")
+    require_approval: bool | None = Field(
+        default=None,
+        description="a person approves every promotion to champion; a run may ask for it but not switch it off "
+        "(default: on for the cluster profile)",
+    )
+
+    @property
+    def approval_required(self) -> bool:
+        return self.require_approval if self.require_approval is not None else self.profile == "cluster"
 
     @property
     def repo_root(self) -> Path:
@@ -162,7 +171,11 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as ``MLP_*`` variables: a child process (the model server) reads the same ones."""
-        env = {f"MLP_{k.upper()}": str(v) for k, v in self.model_dump().items() if k != "postgres_password"}
+        env = {
+            f"MLP_{k.upper()}": str(v)
+            for k, v in self.model_dump().items()
+            if k != "postgres_password" and v is not None
+        }
         if self.pg_password():
             env["MLP_POSTGRES_PASSWORD"] = self.pg_password()
         return env

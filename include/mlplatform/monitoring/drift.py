@@ -36,6 +36,8 @@ class DriftReport:
     ks: dict[str, float] = field(default_factory=dict)
     drifted: list[str] = field(default_factory=list)
     enough_data: bool = True
+    signal: bool = False  # drifted, and not already signalled for this version and these columns lately
+    quiet_because: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,10 +120,19 @@ def measure(
 
 
 def champion_drift(
-    s: Any, window_hours: float = 24, threshold: float = 0.2, min_rows: int = 100, now: datetime | None = None
+    s: Any,
+    window_hours: float = 24,
+    threshold: float = 0.2,
+    min_rows: int = 100,
+    now: datetime | None = None,
+    cooldown_hours: float = 24,
 ) -> DriftReport:
     """Drift of the champion over the last ``window_hours`` of served predictions, logged to MLflow
-    (experiment ``<model>-monitoring``: one run per check, PSI and KS per feature as metrics)."""
+    (experiment ``<model>-monitoring``: one run per check, PSI and KS per feature as metrics).
+
+    ``signal`` says whether to start retraining: drift persists from one hourly check to the next, and a
+    retrained challenger may lose, so a version's drift on the same columns is signalled once per
+    ``cooldown_hours`` (a new column drifting, or a new champion, signals at once)."""
     import json
 
     import mlflow
@@ -163,9 +174,29 @@ def champion_drift(
         threshold=threshold,
         min_rows=min_rows,
     )
-    mlflow.set_experiment(f"{s.model_name}-monitoring")
+    experiment = mlflow.set_experiment(f"{s.model_name}-monitoring")
+    if report.drifted:
+        since_ms = int((until - timedelta(hours=cooldown_hours)).timestamp() * 1000)
+        recent = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.version = '{champ.version}' and tags.signalled = 'true' "
+            f"and attributes.start_time >= {since_ms}",
+            max_results=50,
+        )
+        seen = {c for r in recent for c in r.data.tags.get("drifted", "").split(",") if c}
+        new = sorted(set(report.drifted) - seen)
+        report.signal = bool(new)
+        if not new:
+            report.quiet_because = f"already signalled for version {champ.version} within {cooldown_hours:g} h"
     with mlflow.start_run(run_name=f"drift-v{champ.version}-{until:%Y%m%dT%H%M}"):
-        mlflow.set_tags({"model": s.model_name, "version": str(champ.version), "drifted": ",".join(report.drifted)})
+        mlflow.set_tags(
+            {
+                "model": s.model_name,
+                "version": str(champ.version),
+                "drifted": ",".join(report.drifted),
+                "signalled": str(report.signal).lower(),
+            }
+        )
         mlflow.log_params({"window_hours": window_hours, "threshold": threshold, "rows": report.rows})
         mlflow.log_metrics({f"psi_{k}": v for k, v in report.psi.items() if v == v})
         mlflow.log_metrics({f"ks_{k}": v for k, v in report.ks.items() if v == v})

@@ -39,7 +39,8 @@ class PipelineConf(BaseModel):
     )
     require_approval: bool = Field(
         os.environ.get("MLP_PROFILE", "local") == "cluster",
-        description="A person approves a promotion to champion (Airflow's HITL approval; on by default on a cluster)",
+        description="A person approves a promotion to champion (Airflow's HITL approval); always on where the "
+        "platform requires it (the cluster profile)",
     )
     deploy: bool = Field(True, description="Deploy the champion and smoke-test it")
 

@@ -37,9 +37,13 @@ def gate_to_champion(decision: Any, outlets: list[Any] | None = None, response_t
 
     @task.branch(task_id="route")
     def route(decision: dict) -> list[str]:
+        from mlplatform.config.settings import get_settings
         from mlplatform.pipeline.stages import promotion_route
 
-        return promotion_route(decision, bool(get_current_context()["params"].get("require_approval", False)))
+        # a run may ask for an approval; where the platform requires one (MLP_REQUIRE_APPROVAL, the cluster
+        # profile), no run's Params can switch it off
+        asked = bool(get_current_context()["params"].get("require_approval", False))
+        return promotion_route(decision, asked or get_settings().approval_required)
 
     approve = ApprovalOperator(
         task_id="approve",

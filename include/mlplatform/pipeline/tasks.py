@@ -37,6 +37,20 @@ def ingest(topic: str, params: dict[str, Any], run_id: str) -> dict[str, Any]:
         raise AirflowFailException(str(exc)) from exc
 
 
+def deploy() -> dict[str, Any]:
+    """Serve the champion. A version the server refused fails the task without retries: the alias is rolled
+    back by then, so a retry would find the old version serving and go green, hiding the refusal."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlplatform.pipeline.stages import deploy as rollout
+    from mlplatform.serving.deploy import ModelRefused
+
+    try:
+        return rollout()
+    except ModelRefused as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def validate(topic: str, run_id: str) -> dict[str, Any]:
     """Validate the topic's unclaimed landed ranges. A failed batch fails the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException

@@ -42,6 +42,19 @@ def _current(client: Any, name: str, alias: str) -> str | None:
         return None
 
 
+TAG_LIMIT = 5000  # characters of a registered-model tag value in MLflow's SQL store
+
+
+def _fit(record: dict[str, Any]) -> str:
+    """The record as JSON within the tag limit: ``why`` is shortened (never the rest) until it fits."""
+    text = json.dumps(record, ensure_ascii=False)
+    while len(text) > TAG_LIMIT:
+        cut = max(0, len(record["why"]) - (len(text) - TAG_LIMIT) - 1)
+        record = {**record, "why": record["why"][:cut] + "…"}
+        text = json.dumps(record, ensure_ascii=False)
+    return text
+
+
 def history(client: Any, name: str, alias: str = "champion") -> list[dict[str, Any]]:
     """The alias's records, oldest first."""
     tags = client.get_registered_model(name).tags or {}
@@ -79,11 +92,11 @@ def move(
         "from": current,
         "to": str(version),
         "kind": kind,
-        "who": who,
-        "why": why[:2000],
+        "who": who[:200],
+        "why": why,
         "at": at.isoformat(),
     }
-    client.set_registered_model_tag(name, f"{PREFIX}{alias}.{at:%Y%m%dT%H%M%S%fZ}.{record['id']}", json.dumps(record))
+    client.set_registered_model_tag(name, f"{PREFIX}{alias}.{at:%Y%m%dT%H%M%S%fZ}.{record['id']}", _fit(record))
     client.set_registered_model_alias(name, alias, str(version))
     log.info("%s@%s: %s -> %s (%s by %s: %s)", name, alias, current, version, kind, who, why)
     return {"changed": True, **record}
@@ -98,12 +111,22 @@ def previous(client: Any, name: str, alias: str = "champion") -> str | None:
     return None
 
 
-def rollback(client: Any, name: str, *, who: str, why: str, to: str | None = None, alias: str = "champion") -> dict:
-    """Return ``alias`` to ``to``, or to the version before the current one's last promotion."""
+def rollback(
+    client: Any,
+    name: str,
+    *,
+    who: str,
+    why: str,
+    to: str | None = None,
+    alias: str = "champion",
+    expect_from: str | None | Literal["any"] = "any",
+) -> dict:
+    """Return ``alias`` to ``to``, or to the version before the current one's last promotion.
+    ``expect_from``: only if the alias still names that version (a rollback never undoes a newer move)."""
     target = str(to) if to is not None else previous(client, name, alias)
     if target is None:
         raise RollbackError(
             f"{name}@{alias} (version {_current(client, name, alias)}) has no earlier version in its audit trail"
         )
     client.get_model_version(name, target)  # fails on an unknown version, before anything is written
-    return move(client, name, target, who=who, why=why, kind="rollback", alias=alias)
+    return move(client, name, target, who=who, why=why, kind="rollback", alias=alias, expect_from=expect_from)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,8 +114,11 @@ def write_eval_set(df: Any, root: Path, cutoff: datetime) -> EvalSet:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{digest}.parquet"
     if not path.exists():
-        tmp = path.with_name(f".{digest}.{datetime.now(UTC).timestamp():.0f}.tmp")
-        tmp.write_bytes(data)
+        tmp = path.with_name(f".{digest}.{uuid.uuid4().hex}.tmp")  # two writers of the same rows: both succeed
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(path)
     ts = pd.to_datetime(df[TIME], utc=True)
     return EvalSet(

@@ -49,7 +49,12 @@ def predict_probabilities(model_uri: str, frame: Any) -> Any:
     """The model's escalation probabilities for ``frame`` (a pyfunc from the registry)."""
     import mlflow
 
-    out = mlflow.pyfunc.load_model(model_uri).predict(model_input(frame))
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema = model.metadata.get_input_schema()
+    absent = [c for c in (schema.input_names() if schema else []) if c not in frame.columns]
+    if absent:  # e.g. a champion trained on features the current evaluation set does not carry
+        raise KeyError(f"the evaluation set lacks the model's input columns {absent}")
+    out = model.predict(model_input(frame))
     return out["escalation_probability"].to_numpy(dtype="float64")
 
 
@@ -123,6 +128,10 @@ def register_and_gate(
         promoted, reason, failed = True, "already champion (retry)", []
     elif mine is None:
         promoted, reason, failed = False, f"the challenger cannot score the evaluation set: {error}", ["scores"]
+    elif champ_version is not None and theirs is None:
+        # no comparison was made: never promote on a failed exam of the champion (a person still can)
+        promoted, reason = False, f"the champion (version {champ_version}) could not be scored, so nothing was compared"
+        failed = ["champion scores"]
     else:
         promoted, reason, failed = judge(mine, theirs, rules)
     decision = GateDecision(

@@ -54,13 +54,20 @@ def start_server(s: Settings, model_uri: str | None = None, timeout: float = 180
     import os
 
     model_uri = model_uri or f"models:/{s.model_name}@champion"
+    log_file = s.home / "logs" / "model-server.log"
     running = process.read_pid(_pid_file(s))
-    if running is not None and running.alive() and health(s) is not None:
-        return s.serving_url
+    if running is not None and running.alive():
+        # running: maybe still loading its first model (no answer yet): wait for it, never restart it
+        deadline = time.monotonic() + timeout
+        while running.alive() and time.monotonic() < deadline:
+            if health(s, timeout=2) is not None:
+                return s.serving_url
+            time.sleep(1)
+        if running.alive():
+            raise TimeoutError(f"the model server (pid {running.pid}) runs but has not answered for {timeout:.0f}s")
     stop_server(s)
     process.check_port_free(s.serving_port, "serving", set())
     env = {**os.environ, **s.as_env()}
-    log_file = s.home / "logs" / "model-server.log"
     rec = process.spawn(
         [
             sys.executable,
@@ -123,7 +130,14 @@ def rollout(s: Settings) -> dict[str, Any]:
     except ModelRefused as exc:
         serving = ((health(s) or {}).get("serving") or {}).get("version")
         if serving is not None:
-            audit.rollback(client, s.model_name, who="deploy (automatic rollback)", why=str(exc), to=str(serving))
+            audit.rollback(
+                client,
+                s.model_name,
+                who="deploy (automatic rollback)",
+                why=str(exc),
+                to=str(serving),
+                expect_from=version,  # not if someone promoted another version meanwhile
+            )
             raise ModelRefused(f"{exc}; champion rolled back to version {serving}, which keeps serving") from exc
         raise
     return {"url": url, "version": version, "serving": state["serving"], "smoke_test": smoke_test(s)}

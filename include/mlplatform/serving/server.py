@@ -12,8 +12,8 @@ Feast's online store and scores requests in micro-batches.
   refused: the old version keeps serving, and ``/health`` (and ``/metrics``) say which version was refused
   and why. The deploy task reads that and rolls the alias back.
 - **Missing features are a policy** (``--missing-features``): ``reject`` (default) answers 503 naming the
-  missing features; ``impute`` scores with the training means and names them in the answer. Either way they
-  are counted.
+  missing features; ``impute`` scores them as 0 (no activity: what training does with a missing value) and
+  names them in the answer. Either way they are counted.
 - **Bad input** gets a 4xx with a message: malformed JSON or wrong types 422, unknown fields 422, a body over
   ``max_body_bytes`` 413 before it is read whole.
 - **Predictions are logged** with their features (Parquet under ``--log-dir``, flushed in the background) for
@@ -106,10 +106,19 @@ class Loaded:
 
 
 def _valid(probs: Any, n: int) -> list[bool]:
+    """Per row: is the score a finite probability? (None, text, NaN and out-of-range are not.)"""
     values = list(probs)
     if len(values) != n:
         raise Refused(f"returned {len(values)} scores for {n} rows")
-    return [isinstance(p, int | float) and math.isfinite(p) and 0.0 <= p <= 1.0 for p in map(float, values)]
+
+    def ok(p: Any) -> bool:
+        try:
+            x = float(p)
+        except (TypeError, ValueError):
+            return False
+        return math.isfinite(x) and 0.0 <= x <= 1.0
+
+    return [ok(p) for p in values]
 
 
 class Metrics:
@@ -210,9 +219,11 @@ class ModelHolder:
             raise Refused(f"failed to load: {type(exc).__name__}: {exc}") from exc
         run_id = model.metadata.run_id
         service_name = served_feature_service(self.tracking_uri, run_id, self.default_service)
+        from feast.errors import FeatureServiceNotFoundException
+
         try:
             service = self.store.get_feature_service(service_name)
-        except Exception as exc:  # noqa: BLE001
+        except FeatureServiceNotFoundException as exc:  # (the registry being down is not the model's fault)
             raise Refused(f"its feature service {service_name!r} is not in Feast: {exc}") from exc
         features = [f.name for p in service.feature_view_projections for f in p.features]
         loaded = Loaded(version, uri, run_id, model, service_name, service, features)
@@ -237,6 +248,8 @@ class ModelHolder:
                 self.last_error = f"cannot resolve {self.model_uri}: {exc}"
                 return "unreachable"
             self.wanted = version
+            # a refusal lasts while the alias names that version: promoted again later, it is tried again
+            self.refused = {v: why for v, why in self.refused.items() if v == version}
             if self.current is not None and self.current.version == version:
                 return "current"
             if version in self.refused:
@@ -247,10 +260,14 @@ class ModelHolder:
             except Refused as exc:
                 self.refused[version] = {"reason": str(exc), "at": datetime.now(UTC).isoformat()}
                 self.metrics.swaps.labels("refused").inc()
-                log.error(
-                    "refused version %s: %s (still serving %s)", version, exc, self.current and self.current.version
-                )
+                serving = self.current.version if self.current else None
+                log.error("refused version %s: %s (still serving %s)", version, exc, serving)
                 return "refused"
+            except Exception as exc:  # noqa: BLE001 - the registry or the store failed, not the model: retry
+                self.last_error = f"could not check version {version} yet: {type(exc).__name__}: {exc}"
+                serving = self.current.version if self.current else None
+                log.warning("%s (still serving %s; next try in one poll)", self.last_error, serving)
+                return "retry"
             self.current = loaded  # the swap: one reference, read once per batch
             self.last_error = ""
             self.metrics.swaps.labels("swapped").inc()
@@ -261,7 +278,10 @@ class ModelHolder:
 
     def watch(self, stop: threading.Event, poll_s: float) -> None:
         while not stop.wait(poll_s):
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive anything one look can throw
+                log.exception("alias watch failed; next try in one poll")
 
 
 class PredictionLog:
@@ -295,12 +315,13 @@ class PredictionLog:
             seq = self.seq
         if not rows:
             return 0
-        day = rows[0]["served_at"][:10]
-        out = self.dir / f"date={day}" / f"{self.tag}-{seq:06d}.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name("." + out.name + ".tmp")
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-        tmp.replace(out)
+        frame = pd.DataFrame(rows)
+        for day, part in frame.groupby(frame["served_at"].str[:10], sort=True):  # a flush across midnight
+            out = self.dir / f"date={day}" / f"{self.tag}-{seq:06d}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name("." + out.name + ".tmp")
+            part.to_parquet(tmp, index=False)
+            tmp.replace(out)
         return len(rows)
 
 
@@ -335,6 +356,15 @@ class Batcher:
         return await fut
 
     async def _loop(self) -> None:
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one batch must not leave every later request waiting
+                log.exception("micro-batcher failed; restarting it")
+
+    async def _serve(self) -> None:
         assert self.queue is not None
         loop = asyncio.get_running_loop()
         while True:
@@ -358,6 +388,8 @@ class Batcher:
             live = [(item, fut) for item, fut in batch if not fut.done()]  # a client that went away
             try:
                 results = await loop.run_in_executor(self.executor, self.work, [item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"{len(results)} results for a batch of {len(live)}")
             except Exception as exc:  # noqa: BLE001 - every waiter of this batch gets the error
                 results = [exc] * len(live)
             for (_, fut), res in zip(live, results, strict=True):
@@ -574,6 +606,9 @@ def create_app(
             raise HTTPException(500, detail=str(exc)) from exc
         except HTTPException as exc:
             code = str(exc.status_code)
+            raise
+        except Exception:
+            code = "500"  # Feast or Redis down, a bug: FastAPI answers 500, the count says so
             raise
         finally:
             metrics.requests.labels(code).inc()

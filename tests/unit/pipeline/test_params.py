@@ -72,3 +72,20 @@ def test_param_specs_cover_every_field_with_type_and_description():
         assert spec["type"] in {"integer", "number", "string", "boolean"}, name
     assert specs["train_device"]["enum"] == ["auto", "cpu", "cuda"]
     assert specs["events"]["minimum"] == 50
+
+
+@pytest.mark.parametrize(
+    ("profile", "setting", "required"),
+    [("local", None, False), ("cluster", None, True), ("local", True, True), ("cluster", False, False)],
+)
+def test_where_the_platform_requires_approval_and_promotion_routes_through_it(profile, setting, required):
+    from mlplatform.config.settings import Settings
+    from mlplatform.pipeline.stages import promotion_route
+
+    s = Settings(profile=profile, require_approval=setting)
+    assert s.approval_required is required
+    decision = {"promoted": True, "reason": "beats"}
+    assert promotion_route(decision, False or s.approval_required) == (["approve"] if required else ["promote"])
+    assert promotion_route(decision, True) == ["approve"]  # a run can always ask for one
+    assert promotion_route({"promoted": False, "reason": "loses"}, True) == []
+    assert promotion_route({"promoted": True, "reason": "already champion (retry)"}, True) == []

@@ -63,3 +63,23 @@ def test_a_record_whose_alias_move_never_happened_reads_as_not_applied(registry)
     registry.set_registered_model_alias("m", "champion", "2")  # moved by hand, outside the trail
     (record,) = audit.history(registry, "m")
     assert record["applied"] is False
+
+
+def test_a_long_reason_is_shortened_to_fit_the_registry_tag(registry):
+    why = "ü" * 9000  # non-ASCII: escaped JSON would be six times longer
+    audit.move(registry, "m", "1", who="x" * 500, why=why)
+    (record,) = audit.history(registry, "m")
+    assert record["why"].startswith("üüü")
+    assert record["why"].endswith("…")
+    assert len(record["who"]) == 200
+    raw = next(v for k, v in registry.get_registered_model("m").tags.items() if k.startswith("audit."))
+    assert len(raw) <= audit.TAG_LIMIT
+
+
+def test_a_rollback_never_undoes_a_newer_promotion(registry):
+    for v in ("1", "2"):
+        audit.move(registry, "m", v, who="gate", why=f"v{v}")
+    audit.move(registry, "m", "3", who="gate", why="v3 meanwhile")
+    with pytest.raises(audit.ChampionMovedError):
+        audit.rollback(registry, "m", who="deploy", why="v2 refused", to="1", expect_from="2")
+    assert champion(registry) == "3"

@@ -103,3 +103,32 @@ def test_the_prediction_log_writes_whole_files_by_day(tmp_path):
     assert pd.read_parquet(written)["p"].tolist() == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert not list(tmp_path.rglob("*.tmp"))
     assert PredictionLog(None).flush() == 0  # no log dir: nothing kept
+
+
+def test_the_batcher_survives_a_batch_that_breaks_it():
+    def work(items: list[int]) -> list[object]:
+        return [1] if items[0] == 0 else [i for i in items]  # batch of 2 answered with 1 result: a bug
+
+    async def main() -> tuple[list[object], object]:
+        b = Batcher(work, max_batch=2, max_wait_s=0.05)
+        await b.start()
+        try:
+            broken = await asyncio.gather(b.submit(0), b.submit(1), return_exceptions=True)
+            return broken, await asyncio.wait_for(b.submit(7), 5)  # the next request is still served
+        finally:
+            await b.stop()
+
+    broken, later = asyncio.run(main())
+    assert all("1 results for a batch of 2" in str(e) for e in broken)
+    assert later == 7
+
+
+def test_non_numeric_scores_are_invalid_not_a_crash():
+    assert _valid([None, "x", 0.3], 3) == [False, False, True]
+
+
+def test_a_flush_across_midnight_files_each_row_under_its_own_day(tmp_path):
+    log = PredictionLog(tmp_path, flush_rows=100)
+    log.add([{"served_at": "2026-06-01T23:59:59+00:00", "v": 1}, {"served_at": "2026-06-02T00:00:01+00:00", "v": 2}])
+    assert log.flush() == 2
+    assert [pd.read_parquet(f)["v"].tolist() for f in sorted(tmp_path.glob("date=*/*.parquet"))] == [[1], [2]]
