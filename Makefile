@@ -26,9 +26,10 @@ lint: setup
 	$(VENV)/mypy
 	$(VENV)/hadolint --failure-threshold warning --ignore DL3008 --ignore DL3013 --ignore DL3064 docker/*.Dockerfile
 	$(VENV)/mlp schemas check   # every .avsc against its predecessors, BACKWARD, on a scratch registry
+	git ls-files -z | xargs -0 $(VENV)/detect-secrets-hook --baseline .secrets.baseline   # no secret is committed
 
 test: setup lint  ## all test layers (the tests start and stop the services they need)
-	$(VENV)/pytest -q
+	$(VENV)/pytest -q --durations=25
 
 test-fast: setup  ## unit and DAG tests only (no services)
 	$(VENV)/pytest -q tests/unit tests/dags

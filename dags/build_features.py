@@ -2,8 +2,9 @@
 ### build_features: Spark → Feast
 
 Scheduled on the validated Asset. The PySpark job (`spark_jobs/customer_features.py`, via
-SparkSubmitOperator on `spark_default`) rebuilds the customer feature table from every validated landing
-run; then `feast apply` and a materialization into the online store. Emits the features Asset, which
+SparkSubmitOperator on `spark_default`) recomputes the customer-days that newly validated data touched (late
+events reopen the days they fall in; Param `full_recompute` rebuilds everything); then `feast apply` and an
+incremental materialization into the online store. Emits the features Asset, which
 schedules `train_model`.
 
 Enabled at creation, like `ingest_events` and `validate_landing`: whatever passes validation (a re-driven
@@ -17,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
@@ -35,11 +36,20 @@ S = get_settings()
     is_paused_upon_creation=False,
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "features"],
-    params={},
+    params={
+        "full_recompute": Param(
+            False,
+            type="boolean",
+            description="rebuild every customer-day from every validated batch instead of only the days new data"
+            " touched (after a change to the feature definitions)",
+        ),
+    },
     doc_md=__doc__,
 )
 def build_features() -> None:
-    spark_customer_features = SparkSubmitOperator(task_id="spark_customer_features", **spark_submit_kwargs(S))
+    spark_customer_features = SparkSubmitOperator(
+        task_id="spark_customer_features", **spark_submit_kwargs(S, full="{{ params.full_recompute }}")
+    )
 
     @task(outlets=[Asset(assets.FEATURES)])
     def publish() -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from mlplatform.pipeline import assets
 
@@ -24,7 +24,16 @@ from mlplatform.pipeline import assets
     is_paused_upon_creation=False,  # follows every promotion (no max_active_runs: see train_model)
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "serve"],
-    params={},
+    params={
+        "swap_timeout_s": Param(
+            300,
+            type="integer",
+            minimum=10,
+            maximum=3600,
+            description="how long to wait for the server to load and swap to the champion before failing",
+        ),
+        "smoke_test": Param(True, type="boolean", description="send one real request after the swap"),
+    },
     doc_md=__doc__,
 )
 def deploy_model() -> None:
@@ -32,7 +41,8 @@ def deploy_model() -> None:
     def deploy() -> dict:
         from mlplatform.pipeline.tasks import deploy as do_deploy
 
-        return do_deploy()
+        params = get_current_context()["params"]
+        return do_deploy(swap_timeout_s=params["swap_timeout_s"], smoke=params["smoke_test"])
 
     deploy()
 

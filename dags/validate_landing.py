@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from mlplatform.config.settings import get_settings
 from mlplatform.pipeline import assets
@@ -32,10 +32,23 @@ S = get_settings()
     is_paused_upon_creation=False,
     default_args=assets.default_args(),
     tags=["mlplatform", "stage", "validate"],
-    params={},
+    params={
+        "topics": Param(
+            [S.tickets_topic, S.outcomes_topic],
+            type="array",
+            items={"type": "string", "enum": [S.tickets_topic, S.outcomes_topic]},
+            minItems=1,
+            uniqueItems=True,
+            description="the contract topics to validate (one mapped task each)",
+        ),
+    },
     doc_md=__doc__,
 )
 def validate_landing() -> None:
+    @task
+    def topics() -> list[str]:
+        return list(get_current_context()["params"]["topics"])
+
     @data_docs_task
     def validate(topic: str) -> dict:
         from mlplatform.pipeline.tasks import validate as run
@@ -52,7 +65,7 @@ def validate_landing() -> None:
             raise AirflowSkipException("no new landed data to hand on")
         return {"batches": passed}
 
-    announce(validate.expand(topic=[S.tickets_topic, S.outcomes_topic]))
+    announce(validate.expand(topic=topics()))
 
 
 validate_landing()

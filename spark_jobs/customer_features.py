@@ -225,16 +225,29 @@ def build_features(spark: SparkSession, files: list[str], out: str, today: str, 
     return done
 
 
-def main(argv: list[str]) -> int:
+def _flag(text: str) -> bool:
+    """``--full``, ``--full=true`` or ``--full=false`` (what a rendered Airflow Param gives)."""
+    value = text.strip().lower()
+    if value not in {"true", "false", "1", "0", "yes", "no"}:
+        raise argparse.ArgumentTypeError(f"--full takes true or false, not {text!r}")
+    return value in {"true", "1", "yes"}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tickets-root", required=True, help="landing root of the tickets topic")
     ap.add_argument("--outcomes-root", required=True, help="landing root of the outcomes topic")
     ap.add_argument("--features-out", required=True)
     ap.add_argument("--labels-out", required=True)
     ap.add_argument("--today", default=datetime.now(UTC).date().isoformat(), help="rows up to this day (UTC)")
-    ap.add_argument("--full", action="store_true", help="recompute the whole feature table")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--full", type=_flag, nargs="?", const=True, default=False, help="recompute the whole feature table"
+    )
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     spark = (
         SparkSession.builder.appName("mlp-customer-features")
         .config("spark.sql.session.timeZone", "UTC")

@@ -64,6 +64,9 @@ def _print_urls(show_password: bool = True) -> None:
     console.print(f"Airflow UI : {s.airflow_url}   login: {s.airflow_admin} / {shown}")
     console.print(f"MLflow UI  : {s.mlflow_uri}")
     console.print(f"Kafka      : {s.kafka_bootstrap}")
+    from mlplatform.stack.services import airflow_cli_env_file
+
+    console.print(f"Airflow CLI: source {airflow_cli_env_file(s)}   (then e.g. `airflow dags list`)")
 
 
 @app.command()

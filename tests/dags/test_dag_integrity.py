@@ -15,9 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py"))
 HEAVY_MODULES = ["torch", "pandas", "pyspark", "feast", "mlflow", "great_expectations", "transformers"]
-# DAGs whose knobs must be Params today. Issue 11 adds Params to the others (build_features, validate_landing,
-# deploy_model), which then join this list.
-DAGS_WITH_PARAMS = ["ml_pipeline", "ingest_events", "train_model"]
+# every DAG file is a DAG whose knobs are Params (triggerable from the form or with --conf)
+DAGS_WITH_PARAMS = [p.stem for p in DAG_FILES]
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +123,36 @@ print(json.dumps({
     assert spec["cmd"] == ["torchrun"]
     assert "--nproc-per-node=2" in spec["args"]
     assert "training" in spec["args"]
+
+
+def _rendered(dag, task_id: str, field: str, params: dict):  # type: ignore[no-untyped-def]
+    """A task's templated field as it renders for a run with ``params`` (the DAG's defaults overridden)."""
+    task = dag.get_task(task_id)
+    resolved = copy.deepcopy(dag.params)
+    for name, value in params.items():
+        resolved[name] = value
+    return task.render_template(getattr(task, field), {"params": resolved.validate()})
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_build_features_full_recompute_param_reaches_the_spark_job(dagbag, full):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("customer_features", ROOT / "spark_jobs" / "customer_features.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    args = _rendered(
+        dagbag.dags["build_features"], "spark_customer_features", "application_args", {"full_recompute": full}
+    )
+    assert job.parse_args(args).full is full
+    assert job.parse_args(args[:-1]).full is False  # without the flag: incremental
+    with pytest.raises(SystemExit):
+        job.parse_args([*args[:-1], "--full=perhaps"])
+
+
+def test_validate_landing_topics_param_is_checked(dagbag):
+    dag = dagbag.dags["validate_landing"]
+    assert len(copy.deepcopy(dag.params).validate()["topics"]) == 2
+    bad = copy.deepcopy(dag.params)
+    with pytest.raises(Exception, match="topics"):
+        bad["topics"] = ["not-a-contract-topic"]

@@ -95,7 +95,7 @@ def until(what, timeout: float = 120, every: float = 0.3):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = what()
-        if got:
+        if got is not None and got is not False:  # a DataFrame has no truth value; None/False mean "not yet"
             return got
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what.__doc__ or what}")

@@ -76,3 +76,52 @@ def test_port_in_use_fails_naming_port_and_process(tmp_path):
     assert f"port {port}" in text
     assert f"pid {os.getpid()}" in text
     assert "MLP_POSTGRES_PORT" in text
+
+
+def _bare_airflow(settings, *args: str, source_env_file: bool = False) -> subprocess.CompletedProcess[str]:
+    """The venv's plain `airflow` binary in an environment that has none of the stack's variables: only
+    AIRFLOW_HOME (or only what the env file `mlp up` wrote exports), as a user's fresh shell would."""
+    from mlplatform.stack.services import BIN, airflow_cli_env_file
+
+    clean = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+    if source_env_file:
+        argv = ["bash", "-c", f'source "{airflow_cli_env_file(settings)}" && exec airflow "$@"', "airflow", *args]
+    else:
+        clean["AIRFLOW_HOME"] = str(settings.home / "airflow")
+        argv = [str(BIN / "airflow"), *args]
+    return subprocess.run(argv, env=clean, capture_output=True, text=True, check=False, timeout=180)  # noqa: S603
+
+
+def test_the_plain_airflow_cli_talks_to_the_running_stack(stack, settings):
+    """`export AIRFLOW_HOME=<state>/airflow; airflow ...` works with nothing else set: the database, the DAGs and
+    the pools are the running stack's, and `airflow dags trigger --conf` starts a real run whose Params apply."""
+    import json
+
+    from mlplatform.stack.services import airflow_cli_env_file
+
+    assert oct(airflow_cli_env_file(settings).stat().st_mode & 0o777) == "0o600"  # it carries the DB password
+    assert oct((settings.home / "airflow" / "airflow.cfg").stat().st_mode & 0o777) == "0o600"
+
+    listed = _bare_airflow(settings, "dags", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert {"ml_pipeline", "validate_landing", "deploy_model"} <= {d["dag_id"] for d in json.loads(listed.stdout)}
+
+    pools = _bare_airflow(settings, "pools", "list", "-o", "json", source_env_file=True)
+    assert pools.returncode == 0, pools.stderr[-3000:]
+    assert f"ingest_{settings.tickets_topic}" in {p["pool"] for p in json.loads(pools.stdout)}
+
+    bad = _bare_airflow(settings, "dags", "trigger", "validate_landing", "--conf", '{"topics": ["no.such.topic"]}')
+    assert bad.returncode != 0
+    assert "topics" in bad.stdout + bad.stderr
+
+    run_id = f"plain-cli-{os.getpid()}-{int(__import__('time').time())}"
+    conf = json.dumps({"topics": [settings.tickets_topic]})
+    done = _bare_airflow(settings, "dags", "trigger", "validate_landing", "--run-id", run_id, "--conf", conf)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    client = AirflowClient(settings.airflow_url, settings.airflow_admin, stack.admin_password())
+    run = client.request("GET", f"/dags/validate_landing/dagRuns/{run_id}")
+    assert run["conf"] == {"topics": [settings.tickets_topic]}
+    assert client.wait_for_run("validate_landing", run_id, timeout=600) == "success"
+    # the Param decided the fan-out: one mapped validation, for the tickets topic only
+    mapped = client.request("GET", f"/dags/validate_landing/dagRuns/{run_id}/taskInstances/validate/listMapped")
+    assert mapped["total_entries"] == 1

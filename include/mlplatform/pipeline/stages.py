@@ -192,7 +192,9 @@ def redrive_batches(
     return {"released": released, "stayed": stayed}
 
 
-def spark_application_args(s: Settings | None = None) -> list[str]:
+def spark_application_args(s: Settings | None = None, full: bool | str = False) -> list[str]:
+    """The feature job's arguments. ``full`` recomputes every customer-day; it may be a Jinja template that
+    renders to True/False at run time (the DAG passes ``{{ params.full_recompute }}``)."""
     from mlplatform.features.store import features_path, labels_path
 
     s = s or get_settings()
@@ -206,15 +208,16 @@ def spark_application_args(s: Settings | None = None) -> list[str]:
         str(features_path(s)),
         "--labels-out",
         str(labels_path(s)),
+        f"--full={full}",
     ]
 
 
-def spark_submit_kwargs(s: Settings | None = None) -> dict[str, Any]:
+def spark_submit_kwargs(s: Settings | None = None, full: bool | str = False) -> dict[str, Any]:
     """SparkSubmitOperator arguments of the feature job (the master comes from the spark_default connection)."""
     s = s or get_settings()
     return {
         "application": str(s.repo_root / "spark_jobs" / "customer_features.py"),
-        "application_args": spark_application_args(s),
+        "application_args": spark_application_args(s, full),
         "conn_id": "spark_default",
         "name": "mlp-customer-features",
         "conf": {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false"},
@@ -400,12 +403,12 @@ def rollback_champion(who: str, why: str, to: str | None = None, s: Settings | N
     return audit.rollback(MlflowClient(s.mlflow_uri), s.model_name, who=who, why=why, to=to)
 
 
-def deploy(s: Settings | None = None) -> dict[str, Any]:
+def deploy(s: Settings | None = None, swap_timeout_s: float = 300, smoke: bool = True) -> dict[str, Any]:
     """Serve models:/<name>@champion: the server swaps to the champion's version in place (started first if
     it is not running), then one real request. A version the server refuses is rolled back and fails this."""
     from mlplatform.serving.deploy import rollout
 
-    return rollout(s or get_settings())
+    return rollout(s or get_settings(), swap_timeout_s=swap_timeout_s, smoke=smoke)
 
 
 class NoChampionError(LookupError):

@@ -37,7 +37,7 @@ def ingest(topic: str, params: dict[str, Any], run_id: str) -> dict[str, Any]:
         raise AirflowFailException(str(exc)) from exc
 
 
-def deploy() -> dict[str, Any]:
+def deploy(swap_timeout_s: float = 300, smoke: bool = True) -> dict[str, Any]:
     """Serve the champion. A version the server refused fails the task without retries: the alias is rolled
     back by then, so a retry would find the old version serving and go green, hiding the refusal."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -46,7 +46,7 @@ def deploy() -> dict[str, Any]:
     from mlplatform.serving.deploy import ModelRefused
 
     try:
-        return rollout()
+        return rollout(swap_timeout_s=swap_timeout_s, smoke=smoke)
     except ModelRefused as exc:
         raise AirflowFailException(str(exc)) from exc
 

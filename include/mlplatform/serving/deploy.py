@@ -115,9 +115,10 @@ def wait_for_version(s: Settings, version: str, timeout: float = 300) -> dict[st
     raise TimeoutError(f"the model server did not serve version {version} within {timeout:.0f}s (last: {last})")
 
 
-def rollout(s: Settings) -> dict[str, Any]:
-    """Serve the champion: start the server if needed, wait for it to swap to the champion's version, smoke
-    test it. A refused version is rolled back in the registry and the deploy fails naming the reason."""
+def rollout(s: Settings, swap_timeout_s: float = 300, smoke: bool = True) -> dict[str, Any]:
+    """Serve the champion: start the server if needed, wait (up to ``swap_timeout_s``) for it to swap to the
+    champion's version, smoke test it (unless ``smoke`` is off). A refused version is rolled back in the
+    registry and the deploy fails naming the reason."""
     from mlflow import MlflowClient
 
     from mlplatform.registry import audit
@@ -126,7 +127,7 @@ def rollout(s: Settings) -> dict[str, Any]:
     version = str(client.get_model_version_by_alias(s.model_name, "champion").version)
     url = start_server(s)
     try:
-        state = wait_for_version(s, version)
+        state = wait_for_version(s, version, timeout=swap_timeout_s)
     except ModelRefused as exc:
         serving = ((health(s) or {}).get("serving") or {}).get("version")
         if serving is not None:
@@ -140,7 +141,12 @@ def rollout(s: Settings) -> dict[str, Any]:
             )
             raise ModelRefused(f"{exc}; champion rolled back to version {serving}, which keeps serving") from exc
         raise
-    return {"url": url, "version": version, "serving": state["serving"], "smoke_test": smoke_test(s)}
+    return {
+        "url": url,
+        "version": version,
+        "serving": state["serving"],
+        "smoke_test": smoke_test(s) if smoke else {"skipped": True},
+    }
 
 
 def predict(s: Settings, request: dict[str, Any]) -> dict[str, Any]:

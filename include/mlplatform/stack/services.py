@@ -3,6 +3,7 @@ tracking server and the four Airflow 3 components."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -10,10 +11,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 
@@ -123,6 +124,64 @@ def airflow_env(s: Settings) -> dict[str, str]:
     for key, value in _mlp_env(s).items():
         env.setdefault(key, value)
     return env
+
+
+def airflow_cli_env_file(s: Settings) -> Path:
+    """The file `mlp up` writes for the plain `airflow` CLI: ``source`` it, then every `airflow` command (and a
+    DAG parsed with ``--local``) talks to this stack's database with this stack's settings."""
+    return s.home / "airflow.env"
+
+
+def write_airflow_cli_config(s: Settings) -> tuple[Path, Path]:
+    """Write the stack's Airflow settings where the plain `airflow` CLI finds them: ``$AIRFLOW_HOME/airflow.cfg``
+    (so ``export AIRFLOW_HOME=<state dir>/airflow`` alone is enough for `airflow dags list`, `airflow dags
+    trigger ... --conf`, `airflow pools list`) and the env file (``source`` it to get the venv's `airflow` on
+    PATH and the ``MLP_*`` settings too). Both carry secrets (the database password, the Fernet key) and are
+    written owner-only, atomically, on every start, so they never go stale after a port or password change."""
+    import configparser
+    import shlex
+
+    env = airflow_env(s)
+    cfg = configparser.ConfigParser(interpolation=None)
+    for key, value in sorted(env.items()):
+        if not key.startswith("AIRFLOW__"):
+            continue
+        _, section, option = key.split("__", 2)
+        if not cfg.has_section(section.lower()):
+            cfg.add_section(section.lower())
+        # Airflow reads airflow.cfg with %-interpolation: a literal % (a URL-encoded password) is written %%
+        cfg.set(section.lower(), option.lower(), value.replace("%", "%%"))
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    cfg_path = home / "airflow.cfg"
+    lines = ["# Written by `mlp up` on every start from the stack's settings; edits are overwritten.\n"]
+    with _atomic_private(cfg_path) as fh:
+        fh.write("".join(lines))
+        cfg.write(fh)
+    keep = ("AIRFLOW_HOME", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYTHONUNBUFFERED")
+    exported = {k: v for k, v in env.items() if k in keep or k.startswith("MLP_")}
+    env_path = airflow_cli_env_file(s)
+    with _atomic_private(env_path) as fh:
+        fh.write("# source this file: the plain `airflow` CLI then talks to the stack `mlp up` started\n")
+        fh.write(f'export PATH={shlex.quote(str(BIN))}:"$PATH"\n')
+        for key, value in sorted(exported.items()):
+            fh.write(f"export {key}={shlex.quote(value)}\n")
+    return cfg_path, env_path
+
+
+@contextlib.contextmanager
+def _atomic_private(path: Path) -> Iterator[TextIO]:
+    """Write ``path`` (mode 0600) through a temporary file renamed over it: readers see the old or the new."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _mlp_env(s: Settings) -> dict[str, str]:
@@ -546,6 +605,8 @@ def _airflow(s: Settings) -> list[Service]:
 
     def migrate() -> None:
         import airflow
+
+        write_airflow_cli_config(s)
 
         marker = s.home / "airflow" / f".migrated-{airflow.__version__}"
         if marker.exists():
