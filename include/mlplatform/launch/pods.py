@@ -13,6 +13,11 @@ import yaml
 PROFILES_FILE = Path(__file__).with_name("gpu_profiles.yaml")
 DEFAULT_IMAGE = "ghcr.io/mlplatform/training:0.1.0"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+TRAINER_UID = 10001  # the `trainer` user of docker/training.Dockerfile
+TRAINING_SERVICE_ACCOUNT = "mlp-train"  # no API rights, no token (docker/k8s/training-rbac.yaml)
+# the only writable paths of the read-only root filesystem: scratch, the HF/torch caches, and shared memory
+# for DataLoader workers and NCCL (a pod's default /dev/shm is 64 MiB, too small for either)
+SCRATCH_MOUNTS = {"tmp": "/tmp", "cache": "/home/trainer/.cache", "dshm": "/dev/shm"}  # noqa: S108
 
 
 @lru_cache(maxsize=1)
@@ -54,6 +59,11 @@ def training_pod_kwargs(
     prof = gpu_profiles()[profile]
     cmds, arguments = training_command(gpus, config, overrides or {})
     limits = {prof["resource"]: str(gpus), "cpu": cpu, "memory": memory}
+    volumes = [
+        k8s.V1Volume(name=name, empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory" if name == "dshm" else None))
+        for name in SCRATCH_MOUNTS
+    ]
+    mounts = [k8s.V1VolumeMount(name=name, mount_path=path) for name, path in SCRATCH_MOUNTS.items()]
     return {
         "task_id": task_id,
         "name": "mlp-train",
@@ -70,5 +80,21 @@ def training_pod_kwargs(
         "get_logs": True,
         "on_finish_action": "delete_succeeded_pod",
         "startup_timeout_seconds": 900,
-        "env_vars": {"MLP_PROFILE": "cluster", "PYTHONUNBUFFERED": "1"},
+        "env_vars": {"MLP_PROFILE": "cluster", "PYTHONUNBUFFERED": "1", "HOME": "/home/trainer"},
+        "service_account_name": TRAINING_SERVICE_ACCOUNT,
+        "automount_service_account_token": False,
+        "security_context": k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=TRAINER_UID,
+            run_as_group=TRAINER_UID,
+            fs_group=TRAINER_UID,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        "container_security_context": k8s.V1SecurityContext(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        "volumes": volumes,
+        "volume_mounts": mounts,
     }

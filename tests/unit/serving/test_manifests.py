@@ -70,3 +70,54 @@ def test_the_kserve_predictor_is_a_valid_pod_spec_and_is_hardened():
     kubernetes_validate.validate(pod, VERSION, strict=True)  # KServe embeds core/v1 PodSpec fields
     assert_hardened(pod_spec)
     assert predictor["minReplicas"] >= 2
+
+
+def test_the_kpo_account_gets_only_what_the_operator_needs_and_the_trainer_gets_nothing():
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs("training-rbac.yaml"):
+        by_kind.setdefault(d["kind"], []).append(d)
+    (role,) = by_kind["Role"]
+    granted = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])
+    assert granted == {
+        *(("pods", v) for v in ("create", "get", "list", "watch", "patch", "delete")),
+        ("pods/log", "get"),
+        *(("events", v) for v in ("get", "list", "watch")),
+    }
+    assert not any("*" in str(rule) for rule in role["rules"])
+    assert {"secrets", "pods/exec"}.isdisjoint(res for res, _ in granted)
+    (binding,) = by_kind["RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert [s["name"] for s in binding["subjects"]] == ["airflow-kpo"]
+    trainer = next(sa for sa in by_kind["ServiceAccount"] if sa["metadata"]["name"] == "mlp-train")
+    assert trainer["automountServiceAccountToken"] is False
+    assert not any(s["name"] == "mlp-train" for b in by_kind["RoleBinding"] for s in b["subjects"])
+
+
+def test_the_rendered_training_pod_is_hardened_and_valid():
+    """The KubernetesPodOperator's own pod (as it would submit it) passes the same checks as the manifests."""
+    from kubernetes.client import ApiClient
+
+    from mlplatform.launch.pods import TRAINING_SERVICE_ACCOUNT, training_pod_kwargs
+
+    kw = training_pod_kwargs(task_id="train", gpus=2, profile="h100")
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    pod = KubernetesPodOperator(**kw).build_pod_request_obj(dry_run=True)
+    doc = ApiClient().sanitize_for_serialization(pod)
+    kubernetes_validate.validate(doc, VERSION, strict=True)
+    spec = doc["spec"]
+    assert spec["serviceAccountName"] == TRAINING_SERVICE_ACCOUNT
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (c,) = spec["containers"]
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    writable = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/dev/shm"} <= writable  # noqa: S108
+    assert {v["name"]: v["emptyDir"] for v in spec["volumes"]}["dshm"] == {"medium": "Memory"}
