@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything mlplatform needs on a fresh Debian machine: Debian packages (PostgreSQL, Redis, wrk,
-# Java 17, Maven, Chromium for the UI test), the Python environment (.venv, from constraints.txt) and
+# Prometheus and its pushgateway, Java 17, Maven, Chromium for the UI test), the Python environment (.venv, from constraints.txt) and
 # the Kafka broker jars and Apicurio Registry (from Maven Central). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ command -v mvn >/dev/null || need+=(maven)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v wrk >/dev/null || need+=(wrk)  # bench/serving.py's load generator
+command -v prometheus >/dev/null || need+=(prometheus)  # the stack's metrics server
+command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)  # metrics of task processes
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,7 +38,7 @@ fi
 
 .venv/bin/python -m compileall -q -j 0 include training dags plugins >/dev/null || true
 
-# Service distributions from Maven Central (the Kafka broker jars, Apicurio Registry) into the shared dist
-# dir (.mlp/dist, or $MLP_DIST_DIR), with the same code `mlp up` uses.
+# Service distributions from Maven Central (the Kafka broker jars, Apicurio Registry) and the Go module proxy
+# (statsd_exporter) into the shared dist dir (.mlp/dist, or $MLP_DIST_DIR), with the same code `mlp up` uses.
 .venv/bin/mlp fetch
 echo "bootstrap done: $(.venv/bin/python --version), $(java -version 2>&1 | head -1)"

@@ -126,12 +126,14 @@ def airflow(ctx: typer.Context) -> None:
 
 @app.command()
 def fetch() -> None:
-    """Download the service distributions (Kafka broker jars, Apicurio Registry) from Maven Central."""
-    from mlplatform.stack.services import fetch_apicurio, fetch_kafka
+    """Fetch the service distributions: Kafka broker jars and Apicurio Registry from Maven Central, the statsd
+    exporter built from the Go module proxy."""
+    from mlplatform.stack.services import fetch_apicurio, fetch_kafka, fetch_statsd_exporter
 
     s = get_settings()
     console.print(f"kafka   : {fetch_kafka(s)}")
     console.print(f"registry: {fetch_apicurio(s)}")
+    console.print(f"statsd  : {fetch_statsd_exporter(s)}")
 
 
 @app.command()

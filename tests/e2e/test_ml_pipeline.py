@@ -118,6 +118,77 @@ def test_ml_pipeline_runs_kafka_to_served_prediction(client, settings):
     assert 0.0 <= answer["escalation_probability"] <= 1.0
     assert answer["model_uri"] == f"models:/{settings.model_name}@champion"
     assert answer["features"]["tickets_30d"] is not None
+    # a customer the feature store has never seen: the server counts the lookups that found nothing
+    unknown = {"customer_id": f"C-unknown-{seed}", "subject": "Hello", "body": "Just a question."}
+    assert httpx.post(f"{settings.serving_url}/predict", timeout=30, json=unknown).status_code in (200, 503)
+    assert_every_stage_is_live_in_prometheus(settings)
+
+
+def _series(settings, promql: str) -> dict[str, float]:
+    from mlplatform.monitoring.metrics import query
+
+    return {json.dumps(r["metric"], sort_keys=True): float(r["value"][1]) for r in query(settings, promql)}
+
+
+def live_series(settings) -> dict[str, str]:
+    """PromQL of every series a platform team watches, each of which must be there and non-zero after a run."""
+    t, o = settings.tickets_topic, settings.outcomes_topic
+    return {
+        # the project's own, pushed by this run's tasks (grouped by stage, DAG and topic)
+        "landed": f'mlp_ingest_landed_records{{dag_id="ml_pipeline",topic="{t}"}}',
+        "lag reported": f'count(mlp_ingest_lag_records{{dag_id="ml_pipeline",topic="{o}"}})',  # 0 once caught up
+        "dlq by reason": 'count(mlp_ingest_dead_lettered_records{dag_id="ml_pipeline"})',
+        "validation passed": f'mlp_validation_passed{{dag_id="ml_pipeline",topic="{t}"}}',
+        "validated rows": f'mlp_validation_rows{{dag_id="ml_pipeline",topic="{o}"}}',
+        "materialized rows": 'sum(mlp_feast_materialized_rows{dag_id="ml_pipeline"})',
+        "training samples/s": 'mlp_training_samples_per_second{dag_id="ml_pipeline"}',
+        # Airflow's, over StatsD: pool occupancy during the run, queue depth series per pool
+        "a pool was occupied": "max(max_over_time(airflow_pool_running_slots[1h]))",
+        "pool sizes": 'airflow_pool_open_slots{pool_name="cpu_train"}',
+        "queued slots per pool": "count(airflow_pool_queued_slots) > 0",
+        "scheduler heartbeat": "sum(airflow_scheduler_heartbeat)",
+        # the model server's, scraped from its /metrics
+        "served requests": 'sum(mlp_serving_requests_total{code="200"})',
+        "latency observed": "mlp_serving_request_seconds_count",
+        "batch sizes": "mlp_serving_batch_size_count",
+        "missing features": "sum(mlp_serving_missing_features_total)",
+    }
+
+
+def assert_every_stage_is_live_in_prometheus(settings) -> None:
+    deadline, missing = time.monotonic() + 90, {}
+    while time.monotonic() < deadline:  # Prometheus scrapes every 5 s; the last pushes may be a scrape away
+        missing = {name: q for name, q in live_series(settings).items() if not any(_series(settings, q).values())}
+        if not missing:
+            break
+        time.sleep(5)
+    assert not missing, f"no live non-zero series in Prometheus for: {missing}"
+    _assert_dashboards_query_live_metrics(settings)
+
+
+def _assert_dashboards_query_live_metrics(settings) -> None:
+    """Every panel of every dashboard in docker/grafana/dashboards queries only metrics Prometheus holds."""
+    import re
+
+    from mlplatform.gpu.inventory import local_gpus
+    from mlplatform.monitoring.metrics import names
+
+    known = set(names(settings))
+    # a series that only a GPU can produce: absent on a CPU machine (CI), present on a GPU one
+    needs_gpu = set() if local_gpus() else {"mlp_training_gpu_utilization_percent"}
+    root = settings.repo_root / "docker" / "grafana" / "dashboards"
+    boards = sorted(root.glob("*.json"))
+    assert {p.stem for p in boards} >= {"pipeline", "gpu_quota", "serving"}
+    for path in boards:
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                words = set(re.findall(r"\b(?:mlp|airflow)_[a-z0-9_]+", expr))
+                assert words, (path.name, panel["title"], expr)
+                for word in words - needs_gpu:
+                    base = re.sub(r"_(bucket|count|sum)$", "", word)
+                    assert word in known or base in known, (path.name, panel["title"], word)
 
 
 def test_cli_trigger_with_bad_conf_is_rejected_naming_the_field(client, settings):

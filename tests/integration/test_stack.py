@@ -125,3 +125,34 @@ def test_the_plain_airflow_cli_talks_to_the_running_stack(stack, settings):
     # the Param decided the fan-out: one mapped validation, for the tickets topic only
     mapped = client.request("GET", f"/dags/validate_landing/dagRuns/{run_id}/taskInstances/validate/listMapped")
     assert mapped["total_entries"] == 1
+
+
+def test_prometheus_scrapes_airflow_over_statsd_and_what_tasks_push(stack, settings):
+    """Both paths into the stack's Prometheus, live: Airflow's scheduler gauges (StatsD → statsd exporter) and a
+    stage's push (prometheus-client → Pushgateway), with their labels."""
+    import time
+    import uuid
+
+    from mlplatform.monitoring import metrics
+
+    topic = f"it.metrics.{uuid.uuid4().hex[:8]}"
+    assert metrics.ingest_pushed(
+        {"topic": topic, "records": 42, "lag": 7, "seconds": 1.5, "dead_by_kind": {"bad_magic": 2}}, settings
+    )
+    wanted = {
+        f'mlp_ingest_landed_records{{topic="{topic}",stage="ingest"}}': 42.0,
+        f'mlp_ingest_dead_lettered_records{{topic="{topic}",reason="bad_magic"}}': 2.0,
+        # the scheduler reports every pool every few seconds (one series each)
+        'count(airflow_pool_open_slots{pool_name="cpu_train"})': 1.0,
+    }
+    seen: dict[str, list[float]] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        seen = {q: [float(r["value"][1]) for r in metrics.query(settings, q)] for q in wanted}
+        if all(seen[q] == [v] for q, v in wanted.items()):
+            break
+        time.sleep(3)
+    assert all(seen[q] == [v] for q, v in wanted.items()), seen
+    targets = httpx.get(f"{settings.prometheus_url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+    health = {t["labels"]["job"]: t["health"] for t in targets}
+    assert health["airflow"] == health["pushgateway"] == health["prometheus"] == "up", health

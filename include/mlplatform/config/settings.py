@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     airflow_port: int = 8080
     serving_port: int = 8000
+    prometheus_port: int = 9090
+    pushgateway_port: int = Field(default=9091, description="where task processes push their metrics")
+    pushgateway: str = Field(default="", description="the Pushgateway's URL where it is not the stack's own")
+    statsd_port: int = Field(default=9125, description="StatsD (UDP) of the statsd exporter: Airflow's metrics")
+    statsd_exporter_port: int = Field(default=9102, description="the statsd exporter's /metrics")
 
     tickets_topic: str = "support.tickets"
     outcomes_topic: str = "support.outcomes"
@@ -157,6 +162,14 @@ class Settings(BaseSettings):
     @property
     def airflow_url(self) -> str:
         return f"http://{self.host}:{self.airflow_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def pushgateway_url(self) -> str:
+        return self.pushgateway or f"http://{self.host}:{self.pushgateway_port}"
 
     @property
     def serving_url(self) -> str:

@@ -31,7 +31,12 @@ __all__ = ["DLQ_SUFFIX", "DeadLetterAlert", "IngestError", "IngestResult", "ensu
 
 
 class DeadLetterAlert(RuntimeError):
-    """The run committed, but too much of it went to the DLQ: a person must look (the reasons are named)."""
+    """The run committed, but too much of it went to the DLQ: a person must look (the reasons are named).
+    ``result``: what the run did (it is committed, so it counts like any other run)."""
+
+    def __init__(self, message: str, result: IngestResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def safe_run_id(run_id: str) -> str:
@@ -413,7 +418,8 @@ def check_dead_letters(result: IngestResult, max_share: float) -> None:
         raise DeadLetterAlert(
             f"{result.topic}: {result.dead_lettered} of {total} records ({share:.1%}) of run {result.run_id} went to "
             f"{result.topic}{DLQ_SUFFIX} (threshold {max_share:.1%}): {reasons}. The offsets are committed and the "
-            f"good records landed; read the DLQ's dlq.reason headers (`mlp dlq {result.topic}`) to see why."
+            f"good records landed; read the DLQ's dlq.reason headers (`mlp dlq {result.topic}`) to see why.",
+            result,
         )
 
 

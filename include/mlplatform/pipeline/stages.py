@@ -92,25 +92,32 @@ def ingest_topic(
 ) -> dict[str, Any]:
     """One bounded, exactly-once ingest of ``topic`` into its landing zone (what the DAG task and
     ``mlp ingest`` run). Raises DeadLetterAlert, after committing, when the DLQ share passes the bound."""
-    from mlplatform.ingest.kafka import ingest
+    from mlplatform.ingest.kafka import DeadLetterAlert, ingest
+    from mlplatform.monitoring import metrics
 
     s = s or get_settings()
     ep = endpoints or endpoints_mod.local(s)
-    result = ingest(
-        topic,
-        run_id,
-        kafka=ep.kafka,
-        registry=ep.registry,
-        group=group or s.consumer_group,
-        landing_root=landing or landing_root(s),
-        max_records=max_records or None,
-        max_seconds=max_seconds or None,
-        parallelism=parallelism,
-        dlq_max_share=dlq_max_share,
-        chunk_records=chunk_records,
-        row_group_records=row_group_records,
-        schema_dir=schema_dir,
-    )
+    try:
+        result = ingest(
+            topic,
+            run_id,
+            kafka=ep.kafka,
+            registry=ep.registry,
+            group=group or s.consumer_group,
+            landing_root=landing or landing_root(s),
+            max_records=max_records or None,
+            max_seconds=max_seconds or None,
+            parallelism=parallelism,
+            dlq_max_share=dlq_max_share,
+            chunk_records=chunk_records,
+            row_group_records=row_group_records,
+            schema_dir=schema_dir,
+        )
+    except DeadLetterAlert as alert:  # committed: its counts are as real as a green run's
+        if alert.result is not None:
+            metrics.ingest_pushed(alert.result.to_dict(), s)
+        raise
+    metrics.ingest_pushed(result.to_dict(), s)
     return result.to_dict()
 
 
@@ -122,14 +129,21 @@ def gx_root(s: Settings) -> Path:
 def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None) -> dict[str, Any]:
     """Validate the topic's landed ranges that no batch has claimed yet; raises ValidationFailed (chain stops)."""
     from mlplatform.ingest.kafka import safe_run_id
-    from mlplatform.validation.suites import validate_topic
+    from mlplatform.monitoring import metrics
+    from mlplatform.validation.suites import ValidationFailed, validate_topic
 
     s = s or get_settings()
     topic = batch["topic"]
     batch_id = f"{safe_run_id(run_id)}.{uuid.uuid4().hex[:8]}"
-    report = validate_topic(landing_root(s), topic, batch_id, gx_root=gx_root(s))
-    if report is None:
+    try:
+        report = validate_topic(landing_root(s), topic, batch_id, gx_root=gx_root(s))
+    except ValidationFailed as exc:
+        if exc.report is not None:
+            metrics.validation_pushed(topic, False, exc.report.rows, len(exc.report.failed), s)
+        raise
+    if report is None:  # nothing new landed: no batch, nothing to report
         return {"topic": topic, "batch": None, "rows": 0, "expectations": 0}
+    metrics.validation_pushed(topic, True, report.rows, len(report.failed), s)
     return {
         "topic": topic,
         "batch": batch_id,
@@ -227,10 +241,12 @@ def spark_submit_kwargs(s: Settings | None = None, full: bool | str = False) -> 
 def publish_features(s: Settings | None = None) -> dict[str, Any]:
     """`feast apply` then materialize into the online store."""
     from mlplatform.features import store
+    from mlplatform.monitoring import metrics
 
     s = s or get_settings()
     applied = store.apply(s)
     window = store.materialize(s)
+    metrics.materialization_pushed(window.get("written", {}), s)
     return {"applied": applied, **window}
 
 
@@ -333,7 +349,24 @@ def train_local(
         "experiment": s.model_name,
         "run_name": f"train-{safe_run_id(run_id)}",
     }
-    return run_training(s.repo_root / "training" / "configs" / "local_cpu.yaml", overrides, s.repo_root)
+    result = run_training(s.repo_root / "training" / "configs" / "local_cpu.yaml", overrides, s.repo_root)
+    report_training(result, s)
+    return result
+
+
+def report_training(result: dict[str, Any], s: Settings) -> None:
+    """Push a finished training run's throughput and GPU utilisation (read back from its MLflow system metrics)."""
+    from mlflow.exceptions import MlflowException
+
+    from mlplatform.monitoring import metrics
+
+    gpus: dict[str, float] = {}
+    if result.get("run_id"):
+        try:
+            gpus = metrics.gpu_utilization(s.mlflow_uri, str(result["run_id"]))
+        except MlflowException as exc:
+            log.warning("GPU utilisation of run %s not read: %s", result["run_id"], exc)
+    metrics.training_pushed(float((result.get("throughput") or {}).get("samples_per_s", 0.0)), gpus, s)
 
 
 FEATURE_SERVICE_TAG = "feast.feature_service"

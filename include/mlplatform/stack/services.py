@@ -113,6 +113,13 @@ def airflow_env(s: Settings) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # Airflow's own metrics (scheduler, pools, task durations) over StatsD to the statsd exporter;
+            # InfluxDB-style tags, which the exporter turns into labels (pool_name, dag_id, ...)
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": s.host,
+            "AIRFLOW__METRICS__STATSD_PORT": str(s.statsd_port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+            "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
             "MLP_HOME": str(s.home),
             "MLP_DIST_DIR": str(s.dist_dir),
             "MLP_PROFILE": s.profile,
@@ -195,6 +202,8 @@ def _mlp_env(s: Settings) -> dict[str, str]:
         "MLP_MLFLOW_PORT": str(s.mlflow_port),
         "MLP_AIRFLOW_PORT": str(s.airflow_port),
         "MLP_SERVING_PORT": str(s.serving_port),
+        "MLP_PUSHGATEWAY_PORT": str(s.pushgateway_port),
+        "MLP_PROMETHEUS_PORT": str(s.prometheus_port),
         "MLP_SPARK_MASTER": s.spark_submit_master,
         "MLP_CONSUMER_GROUP": s.consumer_group,
         "MLP_WATCH_GROUP": s.watch_group,
@@ -597,6 +606,129 @@ def _mlflow(s: Settings) -> Service:
     )
 
 
+# ---------------------------------------------------------------------------------------- metrics
+
+STATSD_EXPORTER_MODULE = "github.com/prometheus/statsd_exporter"
+STATSD_EXPORTER_VERSION = "v0.28.0"
+
+
+def statsd_exporter_bin(s: Settings) -> Path:
+    return s.dist_dir / "go" / f"statsd_exporter-{STATSD_EXPORTER_VERSION}"
+
+
+def fetch_statsd_exporter(s: Settings) -> Path:
+    """Build Prometheus' statsd_exporter from the Go module proxy (once; it lands in the shared dist dir)."""
+    exe = statsd_exporter_bin(s)
+    if exe.exists():
+        return exe
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if not go:
+        raise ServiceError("Go is needed to build statsd_exporter from the Go module proxy (make setup)")
+    gobin = exe.parent / ".build"
+    shutil.rmtree(gobin, ignore_errors=True)
+    gobin.mkdir(parents=True)
+    _run(
+        [go, "install", f"{STATSD_EXPORTER_MODULE}@{STATSD_EXPORTER_VERSION}"],
+        env={**os.environ, "GOBIN": str(gobin), "CGO_ENABLED": "0"},
+        timeout=1800,
+    )
+    (gobin / "statsd_exporter").replace(exe)
+    gobin.rmdir()
+    return exe
+
+
+def prometheus_config(s: Settings) -> dict[str, Any]:
+    """What the stack's Prometheus scrapes: itself, Airflow (through the statsd exporter), the metrics task
+    processes pushed (pushgateway, their own labels kept), and the model server's /metrics."""
+
+    def job(name: str, port: int, **extra: Any) -> dict[str, Any]:
+        return {"job_name": name, "static_configs": [{"targets": [f"{s.host}:{port}"]}], **extra}
+
+    return {
+        "global": {"scrape_interval": "5s", "evaluation_interval": "15s"},
+        "scrape_configs": [
+            job("prometheus", s.prometheus_port),
+            job("airflow", s.statsd_exporter_port),
+            job("pushgateway", s.pushgateway_port, honor_labels=True),
+            job("model-server", s.serving_port),
+        ],
+    }
+
+
+def _metrics(s: Settings) -> list[Service]:
+    """Prometheus and the two ways metrics reach it: the statsd exporter (Airflow's own metrics, over StatsD)
+    and the pushgateway (the project's metrics from short-lived task processes, via prometheus-client).
+    Prometheus and the pushgateway are Debian's packages; the statsd exporter is built from the Go module
+    proxy (Debian 12 does not package it)."""
+    root = s.home / "prometheus"
+
+    def need(exe: str, package: str) -> str:
+        found = shutil.which(exe)
+        if not found:
+            raise ServiceError(f"{exe} was not found: install the Debian package `{package}` (make setup)")
+        return found
+
+    def prometheus_argv() -> list[str]:
+        import yaml
+
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        config = root / "prometheus.yml"
+        config.write_text(yaml.safe_dump(prometheus_config(s), sort_keys=False))
+        return [
+            need("prometheus", "prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={root / 'data'}",
+            "--storage.tsdb.retention.time=15d",
+            f"--web.listen-address={s.host}:{s.prometheus_port}",
+        ]
+
+    def pushgateway_argv() -> list[str]:
+        (s.home / "pushgateway").mkdir(parents=True, exist_ok=True)
+        return [
+            need("prometheus-pushgateway", "prometheus-pushgateway"),
+            f"--web.listen-address={s.host}:{s.pushgateway_port}",
+            # what was pushed survives a restart (a task's last run stays visible)
+            f"--persistence.file={s.home / 'pushgateway' / 'metrics.db'}",
+            "--persistence.interval=30s",
+        ]
+
+    def statsd_argv() -> list[str]:
+        exe = statsd_exporter_bin(s)
+        if not exe.exists():
+            raise ServiceError(f"{exe.name} is not built: run `mlp fetch` (make setup builds it)")
+        return [
+            str(exe),
+            f"--statsd.listen-udp={s.host}:{s.statsd_port}",
+            f"--statsd.listen-tcp={s.host}:{s.statsd_port}",
+            f"--web.listen-address={s.host}:{s.statsd_exporter_port}",
+            f"--statsd.mapping-config={s.repo_root / 'docker' / 'prometheus' / 'statsd_mapping.yml'}",
+        ]
+
+    return [
+        Service(
+            name="statsd-exporter",
+            ports=[s.statsd_exporter_port, s.statsd_port],
+            argv=statsd_argv,
+            health=lambda: _http_ok(f"http://{s.host}:{s.statsd_exporter_port}/metrics"),
+            url=f"http://{s.host}:{s.statsd_exporter_port}/metrics",
+        ),
+        Service(
+            name="pushgateway",
+            ports=[s.pushgateway_port],
+            argv=pushgateway_argv,
+            health=lambda: _http_ok(f"{s.pushgateway_url}/-/ready"),
+            url=s.pushgateway_url,
+        ),
+        Service(
+            name="prometheus",
+            ports=[s.prometheus_port],
+            argv=prometheus_argv,
+            health=lambda: _http_ok(f"{s.prometheus_url}/-/ready"),
+            url=s.prometheus_url,
+        ),
+    ]
+
+
 # ---------------------------------------------------------------------------------------- airflow
 
 
@@ -715,7 +847,7 @@ def _spark(s: Settings) -> list[Service]:
 
 def all_services(s: Settings) -> list[Service]:
     """Services in start order (dependencies first)."""
-    return [_postgres(s), _redis(s), _kafka(s), _registry(s), _mlflow(s), *_spark(s), *_airflow(s)]
+    return [_postgres(s), _redis(s), _kafka(s), _registry(s), _mlflow(s), *_metrics(s), *_spark(s), *_airflow(s)]
 
 
 def wait_healthy(service: Service, is_alive: Callable[[], bool], log_file: Path) -> None:

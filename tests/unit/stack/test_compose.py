@@ -35,3 +35,17 @@ def test_registry_container_runs_the_version_mlp_up_runs_and_has_its_database():
     assert image == f"apicurio/apicurio-registry:{APICURIO_VERSION}"
     created = set(re.findall(r"CREATE DATABASE (\w+);", (DOCKER / "postgres-init.sql").read_text()))
     assert set(DATABASES) - {"airflow"} <= created  # airflow is POSTGRES_DB, created by the image itself
+
+
+def test_compose_prometheus_scrapes_what_the_process_stack_scrapes(tmp_path):
+    from mlplatform.stack.services import prometheus_config
+
+    compose = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    local = prometheus_config(Settings(home=tmp_path))
+    assert [j["job_name"] for j in compose["scrape_configs"]] == [j["job_name"] for j in local["scrape_configs"]]
+    honored = {j["job_name"] for j in compose["scrape_configs"] if j.get("honor_labels")}
+    assert honored == {j["job_name"] for j in local["scrape_configs"] if j.get("honor_labels")} == {"pushgateway"}
+    services = _compose()["services"]
+    assert services["statsd-exporter"]["image"].endswith(":v0.28.0")  # the version `mlp fetch` builds
+    mounted = {v.split(":")[0] for v in services["grafana"]["volumes"]}
+    assert {"./grafana/provisioning", "./grafana/dashboards"} <= mounted
