@@ -40,7 +40,9 @@ def parse_flags(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from training.logs import configure
+
+    configure("training")
     from pydantic import ValidationError
 
     from training.config import load

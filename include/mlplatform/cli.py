@@ -183,9 +183,10 @@ def ingest(
     from datetime import UTC, datetime
 
     from mlplatform.ingest.kafka import DeadLetterAlert
+    from mlplatform.logs import configure
     from mlplatform.pipeline.stages import ingest_topic
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure("mlp")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     run_id = run_id or f"manual__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
     try:

@@ -122,6 +122,33 @@ def test_ml_pipeline_runs_kafka_to_served_prediction(client, settings):
     unknown = {"customer_id": f"C-unknown-{seed}", "subject": "Hello", "body": "Just a question."}
     assert httpx.post(f"{settings.serving_url}/predict", timeout=30, json=unknown).status_code in (200, 503)
     assert_every_stage_is_live_in_prometheus(settings)
+    assert_task_logs_carry_their_context(settings, run_id)
+
+
+def _task_log(settings, run_id: str, task_id: str) -> list[dict]:
+    """The task's log as Airflow wrote it (one JSON object per line), latest attempt."""
+    folder = settings.home / "airflow" / "logs" / "dag_id=ml_pipeline" / f"run_id={run_id}" / f"task_id={task_id}"
+    attempt = max(folder.glob("attempt=*.log"), key=lambda p: int(p.stem.split("=")[1]))
+    return [json.loads(line) for line in attempt.read_text().splitlines() if line.strip()]
+
+
+def assert_task_logs_carry_their_context(settings, run_id: str) -> None:
+    """Library lines in real task logs say which DAG, run, task, team and stage they belong to; the training
+    program's own lines (relayed into the train task's log) are JSON that say the same."""
+    context = {"dag_id": "ml_pipeline", "run_id": run_id, "team": "support-ml"}
+    for task_id, stage in [(f"ingest_{settings.tickets_topic.replace('.', '_')}", "ingest"), ("train", "train")]:
+        log = _task_log(settings, run_id, task_id)
+        ours = [line for line in log if line.get("logger", "").startswith("mlplatform")]
+        assert ours, task_id
+        for line in ours:
+            assert {k: line.get(k) for k in context} == context, line
+            assert (line.get("task_id"), line.get("stage")) == (task_id, stage), line
+    relayed = [line["event"][len("[train] ") :] for line in _task_log(settings, run_id, "train")]
+    inner = [json.loads(text) for text in relayed if text.startswith("{")]
+    assert inner, "the training program wrote no JSON lines"
+    for line in inner:
+        assert (line["dag_id"], line["run_id"], line["task_id"]) == ("ml_pipeline", run_id, "train"), line
+        assert (line["stage"], line["component"], line["team"]) == ("train", "training", "support-ml"), line
 
 
 def _series(settings, promql: str) -> dict[str, float]:

@@ -92,6 +92,14 @@ def _bare_airflow(settings, *args: str, source_env_file: bool = False) -> subpro
     return subprocess.run(argv, env=clean, capture_output=True, text=True, check=False, timeout=180)  # noqa: S603
 
 
+def _json_table(stdout: str) -> list[dict]:
+    """The ``-o json`` table of an airflow command (Airflow's own warnings may precede it on stdout)."""
+    import json
+
+    start = next(i for i, line in enumerate(stdout.splitlines()) if line.startswith("[{") or line == "[]")
+    return json.loads("\n".join(stdout.splitlines()[start:]))
+
+
 def test_the_plain_airflow_cli_talks_to_the_running_stack(stack, settings):
     """`export AIRFLOW_HOME=<state>/airflow; airflow ...` works with nothing else set: the database, the DAGs and
     the pools are the running stack's, and `airflow dags trigger --conf` starts a real run whose Params apply."""
@@ -104,11 +112,11 @@ def test_the_plain_airflow_cli_talks_to_the_running_stack(stack, settings):
 
     listed = _bare_airflow(settings, "dags", "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr[-3000:]
-    assert {"ml_pipeline", "validate_landing", "deploy_model"} <= {d["dag_id"] for d in json.loads(listed.stdout)}
+    assert {"ml_pipeline", "validate_landing", "deploy_model"} <= {d["dag_id"] for d in _json_table(listed.stdout)}
 
     pools = _bare_airflow(settings, "pools", "list", "-o", "json", source_env_file=True)
     assert pools.returncode == 0, pools.stderr[-3000:]
-    assert f"ingest_{settings.tickets_topic}" in {p["pool"] for p in json.loads(pools.stdout)}
+    assert f"ingest_{settings.tickets_topic}" in {p["pool"] for p in _json_table(pools.stdout)}
 
     bad = _bare_airflow(settings, "dags", "trigger", "validate_landing", "--conf", '{"topics": ["no.such.topic"]}')
     assert bad.returncode != 0
@@ -156,3 +164,19 @@ def test_prometheus_scrapes_airflow_over_statsd_and_what_tasks_push(stack, setti
     targets = httpx.get(f"{settings.prometheus_url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     health = {t["labels"]["job"]: t["health"] for t in targets}
     assert health["airflow"] == health["pushgateway"] == health["prometheus"] == "up", health
+
+
+def test_the_gpu_quota_api_reports_every_pool_with_its_source_and_needs_a_token(stack, settings):
+    client = AirflowClient(settings.airflow_url, settings.airflow_admin, stack.admin_password())
+    url = f"{settings.airflow_url}/gpu-quota/api/pools"
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer not-a-token"}, timeout=10).status_code in (401, 403)
+    doc = httpx.get(url, headers=client._headers(), timeout=30).json()
+    by_name = {p["name"]: p for p in doc["pools"]}
+    assert set(by_name) == {p["name"] for p in client.request("GET", "/pools")["pools"]}
+    gpu = by_name["gpu_local"]
+    assert gpu["gpu"] is True
+    assert gpu["slots"] == len(local_gpus())
+    assert "NVML" in gpu["source"]
+    assert doc["pools"][0]["gpu"] is True  # GPU pools first
+    assert isinstance(doc["gpu_hours"], dict)

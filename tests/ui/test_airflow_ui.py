@@ -113,3 +113,41 @@ def test_data_docs_are_in_the_browse_menu_and_served_by_the_api_server(page, set
         assert "Data Docs" in docs.title() or "Great Expectations" in docs.content()
     else:
         assert "Not Found" in docs.content()
+
+
+def test_the_gpu_quota_page_needs_a_login_and_shows_the_pools_of_a_run_in_progress(page, settings, stack):
+    import httpx
+
+    quota = f"{settings.airflow_url}/gpu-quota/"
+    assert httpx.get(f"{quota}api/pools", timeout=10).status_code == 401  # no session, no data
+    page.goto(quota)
+    page.wait_for_url("**/auth/login**")  # a browser without a session is sent to the login page
+
+    client = AirflowClient(settings.airflow_url, settings.airflow_admin, stack.admin_password())
+    client.wait_for_dag("ml_pipeline")
+    run_id = client.trigger("ml_pipeline", {"events": 60, "max_steps": 1, "batch_size": 8})
+    try:
+        _login(page, settings, stack)
+        page.get_by_role("button", name="Browse").click()
+        entry = page.get_by_role("menuitem", name="GPU quota")
+        entry.wait_for()
+        with page.context.expect_page() as opened:
+            entry.click()
+        view = opened.value
+        view.wait_for_load_state()
+        assert view.url == quota, view.url
+        assert view.locator("tr[data-pool='gpu_local']").count() == 1  # the GPU pools are listed first
+        assert "NVML" in view.locator("tr[data-pool='gpu_local']").inner_text()  # where its size comes from
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and view.locator(f"#pools li:has-text('{run_id}')").count() == 0:
+            time.sleep(3)
+            view.reload()
+        holder = view.locator(f"#pools li:has-text('{run_id}')").first
+        assert holder.is_visible(), "no pool shows a task of the run in progress"
+        pool = holder.locator("xpath=ancestor::tr").get_attribute("data-pool")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        view.screenshot(path=str(ARTIFACTS / "gpu_quota.png"), full_page=True)
+        assert pool in {p["name"] for p in client.request("GET", "/pools")["pools"]}
+        assert view.get_by_text("GPU-hours by team, last 7 days").is_visible()
+    finally:
+        client.request("PATCH", f"/dags/ml_pipeline/dagRuns/{run_id}", json={"state": "failed"})

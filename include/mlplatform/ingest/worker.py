@@ -119,7 +119,9 @@ def _status(status: int) -> str:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlplatform.logs import configure
+
+    configure("ingest-worker", stream=sys.stderr)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     _warm_up()  # while the parent is still asking the broker what there is to do
     spec = json.loads(sys.stdin.read())

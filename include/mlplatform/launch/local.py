@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -38,7 +39,15 @@ def run_training(config: Path, overrides: dict[str, Any], cwd: Path) -> dict[str
     result_file.unlink(missing_ok=True)
     argv = training_argv(config, {**overrides, "result_file": str(result_file)})
     log.info("launching: %s", " ".join(argv))
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # noqa: S603
+    # the program's own JSON log lines say which task and stage they belong to (the AIRFLOW_CTX_* ids are
+    # inherited; the stage and team are this process's log context)
+    from mlplatform.logs import context_from_env
+
+    ctx = context_from_env()
+    env = {**os.environ, "MLP_STAGE": "train", **({"MLP_TEAM": ctx["team"]} if ctx.get("team") else {})}
+    proc = subprocess.Popen(  # noqa: S603
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     previous = signal.getsignal(signal.SIGTERM)
 
     def forward(signum: int, frame: Any) -> None:

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from mlplatform.logs import staged
+
 log = logging.getLogger(__name__)
 SCORE = "escalation_probability"
 
@@ -119,6 +121,7 @@ def measure(
     return report
 
 
+@staged("drift")
 def champion_drift(
     s: Any,
     window_hours: float = 24,

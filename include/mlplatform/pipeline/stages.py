@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform.config.settings import Settings, get_settings
+from mlplatform.logs import staged
 from mlplatform.pipeline import endpoints as endpoints_mod
 from mlplatform.pipeline.endpoints import Endpoints
 
@@ -19,6 +20,7 @@ def landing_root(s: Settings) -> Path:
     return s.landing_root
 
 
+@staged("produce")
 def produce_events(
     events: int,
     seed: int,
@@ -75,6 +77,7 @@ def produce_events(
     }
 
 
+@staged("ingest")
 def ingest_topic(
     topic: str,
     run_id: str,
@@ -126,6 +129,7 @@ def gx_root(s: Settings) -> Path:
     return s.home / "gx"
 
 
+@staged("validate")
 def validate_batch(batch: dict[str, Any], run_id: str, s: Settings | None = None) -> dict[str, Any]:
     """Validate the topic's landed ranges that no batch has claimed yet; raises ValidationFailed (chain stops)."""
     from mlplatform.ingest.kafka import safe_run_id
@@ -175,6 +179,7 @@ def quarantine(s: Settings | None = None) -> list[dict[str, Any]]:
     return held
 
 
+@staged("redrive")
 def redrive_batches(
     batch: str = "", topic: str = "", overrides: dict[str, float] | None = None, s: Settings | None = None
 ) -> dict[str, Any]:
@@ -238,6 +243,7 @@ def spark_submit_kwargs(s: Settings | None = None, full: bool | str = False) -> 
     }
 
 
+@staged("features")
 def publish_features(s: Settings | None = None) -> dict[str, Any]:
     """`feast apply` then materialize into the online store."""
     from mlplatform.features import store
@@ -282,6 +288,7 @@ def lineage(s: Settings | None = None) -> dict[str, Any]:
     return out
 
 
+@staged("snapshot")
 def training_snapshot(run_id: str, s: Settings | None = None, holdout_days: int = 0) -> dict[str, Any]:
     """Write the point-in-time training set (labelled tickets joined with Feast features) as Parquet, less
     its latest days: those become the gate's evaluation set (content-addressed, referenced by URI + hash),
@@ -323,6 +330,7 @@ def training_snapshot(run_id: str, s: Settings | None = None, holdout_days: int 
     }
 
 
+@staged("train")
 def train_local(
     snapshot: dict[str, Any], run_id: str, conf: dict[str, Any], s: Settings | None = None
 ) -> dict[str, Any]:
@@ -372,6 +380,7 @@ def report_training(result: dict[str, Any], s: Settings) -> None:
 FEATURE_SERVICE_TAG = "feast.feature_service"
 
 
+@staged("register")
 def register(
     result: dict[str, Any], snapshot: dict[str, Any], min_delta: float = 0.0, s: Settings | None = None
 ) -> dict[str, Any]:
@@ -409,6 +418,7 @@ def promotion_route(decision: dict[str, Any], require_approval: bool) -> list[st
     return ["approve"] if require_approval else ["promote"]
 
 
+@staged("promote")
 def promote_champion(
     decision: dict[str, Any], approval: dict[str, Any] | None, s: Settings | None = None
 ) -> dict[str, Any]:
@@ -426,6 +436,7 @@ def promote_champion(
     return promote(s.mlflow_uri, decision, who=who, why=why)
 
 
+@staged("rollback")
 def rollback_champion(who: str, why: str, to: str | None = None, s: Settings | None = None) -> dict[str, Any]:
     """``champion`` back to the version before its last promotion (or to ``to``), in the audit trail."""
     from mlflow import MlflowClient
@@ -436,6 +447,7 @@ def rollback_champion(who: str, why: str, to: str | None = None, s: Settings | N
     return audit.rollback(MlflowClient(s.mlflow_uri), s.model_name, who=who, why=why, to=to)
 
 
+@staged("deploy")
 def deploy(s: Settings | None = None, swap_timeout_s: float = 300, smoke: bool = True) -> dict[str, Any]:
     """Serve models:/<name>@champion: the server swaps to the champion's version in place (started first if
     it is not running), then one real request. A version the server refuses is rolled back and fails this."""
@@ -452,6 +464,7 @@ def scores_dir(s: Settings) -> Path:
     return s.data_dir / "scores" / s.model_name
 
 
+@staged("score")
 def batch_score(day: str = "", s: Settings | None = None) -> dict[str, Any]:
     """Score the validated tickets of one event date (``day``, YYYY-MM-DD; default yesterday, UTC) through the
     champion, each with its point-in-time features (as of the ticket's creation), into

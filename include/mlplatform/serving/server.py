@@ -640,6 +640,9 @@ def main() -> None:
     ap.add_argument("--log-dir", type=Path, default=None, help="where served predictions are logged (Parquet)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: one per core)")
     args = ap.parse_args()
+    from mlplatform.logs import configure
+
+    configure("model-server")
     try:
         import torch
 
@@ -656,7 +659,8 @@ def main() -> None:
         max_body_bytes=args.max_body_bytes,
         log_dir=args.log_dir,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    # log_config=None: uvicorn's loggers propagate to the JSON handler instead of installing their own
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False, log_config=None)
 
 
 if __name__ == "__main__":

@@ -55,16 +55,21 @@ def app(gx_root: Path) -> Any:
 
 
 class LazyApp:
-    """An ASGI app that builds ``app(gx_root)`` on its first request: the plugin module is imported by every
-    Airflow component, and only the API server ever serves a page."""
+    """An ASGI app built by ``factory`` on its first request: the plugin module is imported by every Airflow
+    component, and only the API server ever serves a page. Default: the Data Docs site."""
 
-    def __init__(self) -> None:
+    def __init__(self, factory: Any = None) -> None:
+        self._factory = factory or _docs_app
         self._app: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._app is None:
-            from mlplatform.config.settings import get_settings
-            from mlplatform.pipeline.stages import gx_root
-
-            self._app = app(gx_root(get_settings()))
+            self._app = self._factory()
         await self._app(scope, receive, send)
+
+
+def _docs_app() -> Any:
+    from mlplatform.config.settings import get_settings
+    from mlplatform.pipeline.stages import gx_root
+
+    return app(gx_root(get_settings()))
