@@ -186,8 +186,10 @@ def app() -> Any:
     api = FastAPI(title="GPU quota", docs_url=None, redoc_url=None, openapi_url=None)
     allowed = [Depends(requires_access_pool("GET"))]
 
-    # (annotations are strings here: FastAPI resolves them in this module, where Request is imported lazily)
-    async def to_login(request: Request, exc: HTTPException) -> Any:
+    # registered by call, not decorator: annotations are strings here, and Request is imported lazily
+    async def to_login(request: Request, exc: Exception) -> Any:
+        if not isinstance(exc, HTTPException):  # only HTTPException is routed here
+            raise exc
         wants_page = "text/html" in request.headers.get("accept", "") and not request.url.path.endswith("/api/pools")
         if exc.status_code == 401 and wants_page:
             return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
