@@ -31,11 +31,22 @@ def up(
     only: Annotated[
         str | None, typer.Option(help="comma-separated services to start, e.g. postgres,kafka,schema-registry")
     ] = None,
+    kafka_sasl: Annotated[
+        bool, typer.Option(help="the broker requires SASL/SCRAM (same as MLP_KAFKA_SASL=1; a fresh broker dir)")
+    ] = False,
+    s3: Annotated[bool, typer.Option(help="add a local S3 API (moto) for MLflow's artifacts (MLP_S3=1)")] = False,
 ) -> None:
-    """Start the local stack (PostgreSQL, Redis, Kafka, the schema registry, MLflow, Airflow). Safe to run
-    again."""
+    """Start the local stack (PostgreSQL, Redis, Kafka, the schema registry, MLflow, Prometheus, Airflow). Safe
+    to run again."""
+    import os
+
     from mlplatform.stack.process import PortInUseError
     from mlplatform.stack.services import ServiceError
+
+    for flag, var in ((kafka_sasl, "MLP_KAFKA_SASL"), (s3, "MLP_S3")):
+        if flag:  # the Airflow components (and so every task) inherit it
+            os.environ[var] = "1"
+            get_settings.cache_clear()
 
     stack = _stack()
     first_login = stack.admin_password() is None

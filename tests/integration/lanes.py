@@ -33,7 +33,7 @@ class Lane:
 
     @property
     def kafka(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.settings.kafka_bootstrap}
+        return dict(self.settings.kafka_client())
 
     @property
     def registry(self) -> schemas.RegistryConfig:

@@ -38,6 +38,7 @@ def ensure_secrets(home: Path) -> dict[str, str]:
         "postgres_password": lambda: secrets.token_urlsafe(18),
         "jwt_secret": lambda: secrets.token_urlsafe(32),
         "fernet_key": lambda: Fernet.generate_key().decode(),
+        "kafka_password": lambda: secrets.token_urlsafe(18),
     }
     changed = False
     for key, make in wanted.items():
@@ -71,6 +72,12 @@ class Settings(BaseSettings):
     )
 
     kafka_port: int = 9092
+    kafka_sasl: bool = Field(
+        default=False,
+        description="the local broker's client listener requires SASL/SCRAM-SHA-512 (user kafka_user, password "
+        "generated into the state dir's secrets; Airflow's Kafka connections carry them)",
+    )
+    kafka_user: str = "mlp"
     kafka_controller_port: int = 9093
     schema_registry_port: int = 8081
     postgres_port: int = 5433
@@ -106,6 +113,12 @@ class Settings(BaseSettings):
     spark_cluster: bool = Field(
         default=False, description="start the standalone Spark cluster with the stack and submit the feature job to it"
     )
+    s3: bool = Field(
+        default=False,
+        description="start a local S3 API (moto's server) with the stack: MLflow's artifacts go to its bucket",
+    )
+    s3_port: int = 9300
+    s3_bucket: str = "mlplatform"
     spark_master_port: int = 7077
     spark_master_ui_port: int = 8090
     spark_worker_ui_port: int = 8091
@@ -168,6 +181,10 @@ class Settings(BaseSettings):
         return f"http://{self.host}:{self.prometheus_port}"
 
     @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.s3_port}"
+
+    @property
     def pushgateway_url(self) -> str:
         return self.pushgateway or f"http://{self.host}:{self.pushgateway_port}"
 
@@ -178,6 +195,20 @@ class Settings(BaseSettings):
     @property
     def redis_url(self) -> str:
         return f"{self.host}:{self.redis_port}"
+
+    def kafka_client(self) -> dict[str, str]:
+        """librdkafka settings of a client of the local broker: its address and, with SASL on, how to log in."""
+        conf = {"bootstrap.servers": self.kafka_bootstrap}
+        if self.kafka_sasl:
+            conf.update(
+                {
+                    "security.protocol": "SASL_PLAINTEXT",
+                    "sasl.mechanisms": "SCRAM-SHA-512",
+                    "sasl.username": self.kafka_user,
+                    "sasl.password": ensure_secrets(self.home)["kafka_password"],
+                }
+            )
+        return conf
 
     def pg_password(self) -> str:
         return self.postgres_password or _secret_defaults(self.home).get("postgres_password", "")

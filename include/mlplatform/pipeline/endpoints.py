@@ -28,14 +28,19 @@ class Endpoints:
 
 def local(s: Settings | None = None) -> Endpoints:
     s = s or get_settings()
-    return Endpoints({"bootstrap.servers": s.kafka_bootstrap}, RegistryConfig(s.schema_registry_url))
+    return Endpoints(s.kafka_client(), RegistryConfig(s.schema_registry_url))
 
 
-def kafka_from_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    """The shared client settings of a Kafka connection's extra (its group.id and the like are dropped)."""
+def kafka_from_extra(extra: dict[str, Any], login: str | None = None, password: str | None = None) -> dict[str, Any]:
+    """The shared client settings of a Kafka connection's extra (its group.id and the like are dropped). The
+    connection's login and password, when set, are the SASL username and password (the UI masks them there)."""
     conf = {k: v for k, v in extra.items() if k.startswith(_SHARED_PREFIXES)}
     if "bootstrap.servers" not in conf:
         raise ValueError(f"the {KAFKA_CONN} connection has no bootstrap.servers in its extra")
+    if login:
+        conf.setdefault("sasl.username", login)
+    if password:
+        conf.setdefault("sasl.password", password)
     return conf
 
 
@@ -58,6 +63,6 @@ def from_airflow(kafka_conn: str = KAFKA_CONN, registry_conn: str = REGISTRY_CON
     k = BaseHook.get_connection(kafka_conn)
     r = BaseHook.get_connection(registry_conn)
     return Endpoints(
-        kafka_from_extra(k.extra_dejson),
+        kafka_from_extra(k.extra_dejson, k.login, k.password),
         registry_from_connection(r.host or "", r.port, r.schema, r.login, r.password, r.extra_dejson),
     )

@@ -68,7 +68,7 @@ class Stack:
             if unknown:
                 raise KeyError(f"unknown services {sorted(unknown)}; known: {[s.name for s in self.services]}")
         if only is None:
-            services = [svc for svc in self.services if not svc.optional or self.s.spark_cluster]
+            services = [svc for svc in self.services if not svc.optional or svc.wanted()]
         else:
             services = [svc for svc in self.services if svc.name in only]
         # Fail fast, before starting anything, when a port is held by a process we did not start.
@@ -120,7 +120,7 @@ class Stack:
         for svc in self.services:
             rec = process.read_pid(self.pid_file(svc))
             running = bool(rec and rec.alive())
-            if svc.optional and not running and not self.s.spark_cluster:
+            if svc.optional and not running and not svc.wanted():
                 continue  # an optional service nobody asked for is not "down"
             out.append(ServiceStatus(svc.name, running, running and svc.health(), rec.pid if rec else None, svc.url))
         return out
@@ -137,6 +137,11 @@ class Stack:
         filled = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], raw)
         doc: dict[str, Any] = yaml.safe_load(filled)["airflow"]
         gpus = len(local_gpus())
+        if self.s.kafka_sasl:  # the broker wants a login: every Kafka connection carries it
+            auth = {k: v for k, v in self.s.kafka_client().items() if k != "bootstrap.servers"}
+            for conn in doc.get("connections", []):
+                if conn["conn_type"] == "kafka":
+                    conn["conn_extra"] = {**(conn.get("conn_extra") or {}), **auth}
         for pool in doc.get("pools", []):
             if pool.get("pool_slot") == "nvml":
                 pool["pool_slot"] = gpus

@@ -40,7 +40,8 @@ class Service:
     after_start: Callable[[], None] | None = None
     env: Callable[[], dict[str, str]] = field(default=lambda: dict(os.environ))
     start_timeout: float = 90.0
-    optional: bool = False  # started by a plain `mlp up` only when enabled (the Spark cluster: MLP_SPARK_CLUSTER)
+    optional: bool = False  # started by a plain `mlp up` only when ``wanted()`` (MLP_SPARK_CLUSTER, MLP_S3)
+    wanted: Callable[[], bool] = field(default=lambda: True)
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
@@ -397,16 +398,34 @@ def _kafka(s: Settings) -> Service:
     def prepare() -> None:
         fetch_kafka(s)
         root.mkdir(parents=True, exist_ok=True)
+        client, sasl, scram = "PLAINTEXT", [], []
+        if s.kafka_sasl:  # SCRAM-SHA-512 on the client listener; the broker logs in to itself with the same user
+            password = ensure_secrets(s.home)["kafka_password"]
+            client, scram = (
+                "SASL_PLAINTEXT",
+                ["--add-scram", f"SCRAM-SHA-512=[name={s.kafka_user},password={password}]"],
+            )
+            sasl = [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{s.kafka_user}" password="{password}";',
+            ]
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # it holds the broker's SCRAM password
         props.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@{s.host}:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+                    f"listeners={client}://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+                    f"advertised.listeners={client}://{s.host}:{s.kafka_port}",
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"listener.security.protocol.map={client}:{client},CONTROLLER:PLAINTEXT",
+                    f"inter.broker.listener.name={client}",
+                    *sasl,
                     f"log.dirs={root / 'data'}",
                     "num.partitions=3",
                     "offsets.topic.replication.factor=1",
@@ -424,18 +443,24 @@ def _kafka(s: Settings) -> Service:
             "appender.stdout.name=STDOUT\nappender.stdout.layout.type=PatternLayout\n"
             "appender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
         )
+        marker = root / "data" / ".scram-users"
+        if s.kafka_sasl and (root / "data" / "meta.properties").exists() and not marker.exists():
+            raise ServiceError(
+                f"the broker's data in {root / 'data'} was formatted without SCRAM users, so no client could log "
+                "in: `mlp down`, remove that directory (its topics go with it), and `mlp up` again"
+            )
         if not (root / "data" / "meta.properties").exists():
             cp = f"{kafka_libs(s)}/*"
             cluster_id = _run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"]).strip().splitlines()[-1]
-            _run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)])
+            _run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *scram])
+            if scram:
+                marker.write_text(s.kafka_user + "\n")
 
     def health() -> bool:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient(
-                {"bootstrap.servers": s.kafka_bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
-            ).list_topics(timeout=2)
+            AdminClient({**s.kafka_client(), "socket.timeout.ms": 2000, "log_level": 0}).list_topics(timeout=2)
             return True
         except Exception:  # noqa: BLE001 - any client error means "not healthy yet"
             return False
@@ -447,8 +472,8 @@ def _kafka(s: Settings) -> Service:
         from mlplatform.ingest.schemas import load_subjects
 
         topics = {spec.topic: 3 for spec in load_subjects(s.schema_dir).values()}
-        ensure_topics({"bootstrap.servers": s.kafka_bootstrap}, topics)
-        ensure_topics({"bootstrap.servers": s.kafka_bootstrap}, {t + DLQ_SUFFIX: n for t, n in topics.items()})
+        ensure_topics(s.kafka_client(), topics)
+        ensure_topics(s.kafka_client(), {t + DLQ_SUFFIX: n for t, n in topics.items()})
 
     return Service(
         name="kafka",
@@ -579,7 +604,8 @@ def _mlflow(s: Settings) -> Service:
 
     def argv() -> list[str]:
         artifacts.mkdir(parents=True, exist_ok=True)
-        destination = os.environ.get("MLP_ARTIFACTS_URI", artifacts.as_uri())
+        default = f"s3://{s.s3_bucket}/mlflow" if s.s3 else artifacts.as_uri()
+        destination = os.environ.get("MLP_ARTIFACTS_URI", default)
         return [
             str(BIN / "mlflow"),
             "server",
@@ -600,9 +626,56 @@ def _mlflow(s: Settings) -> Service:
         name="mlflow",
         ports=[s.mlflow_port],
         argv=argv,
+        env=lambda: {**os.environ, **(s3_env(s) if s.s3 else {})},
         health=lambda: _http_ok(f"{s.mlflow_uri}/health"),
         url=s.mlflow_uri,
         start_timeout=180,
+    )
+
+
+# --------------------------------------------------------------------------------------------- s3
+
+
+def s3_env(s: Settings) -> dict[str, str]:
+    """What an S3 client (boto3, s3fs, MLflow) needs to use the stack's S3 API. moto accepts any key; these
+    name the stand-in, they are not secrets. On the cluster profile the real endpoint and credentials come
+    from the environment (IRSA, an Airflow connection)."""
+    return {
+        "AWS_ENDPOINT_URL": s.s3_endpoint_url,
+        "MLFLOW_S3_ENDPOINT_URL": s.s3_endpoint_url,
+        "AWS_ACCESS_KEY_ID": "mlplatform-local",
+        "AWS_SECRET_ACCESS_KEY": "mlplatform-local",  # noqa: S105 - moto's stand-in accepts any key
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def _s3(s: Settings) -> Service:
+    """A local S3 API: moto's server mode (PyPI), the stand-in for the cluster's object store. Optional
+    (``MLP_S3=1``); its bucket is created at start. moto keeps objects in memory: they last as long as the
+    process (the stack's own state stays on disk)."""
+
+    def create_bucket() -> None:
+        import boto3
+
+        env = s3_env(s)
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+        )
+        client.create_bucket(Bucket=s.s3_bucket)
+
+    return Service(
+        name="s3",
+        ports=[s.s3_port],
+        argv=lambda: [str(BIN / "moto_server"), "-H", s.host, "-p", str(s.s3_port)],
+        health=lambda: _http_ok(f"{s.s3_endpoint_url}/moto-api/data.json"),
+        url=s.s3_endpoint_url,
+        after_start=create_bucket,
+        optional=True,
+        wanted=lambda: s.s3,
     )
 
 
@@ -818,6 +891,7 @@ def _spark(s: Settings) -> list[Service]:
         url=s.spark_cluster_url,
         env=env,
         optional=True,
+        wanted=lambda: s.spark_cluster,
     )
     worker = Service(
         name="spark-worker",
@@ -841,13 +915,24 @@ def _spark(s: Settings) -> list[Service]:
         url=f"http://{s.host}:{s.spark_worker_ui_port}",
         env=env,
         optional=True,
+        wanted=lambda: s.spark_cluster,
     )
     return [master, worker]
 
 
 def all_services(s: Settings) -> list[Service]:
     """Services in start order (dependencies first)."""
-    return [_postgres(s), _redis(s), _kafka(s), _registry(s), _mlflow(s), *_metrics(s), *_spark(s), *_airflow(s)]
+    return [
+        _postgres(s),
+        _redis(s),
+        _kafka(s),
+        _registry(s),
+        _s3(s),
+        _mlflow(s),
+        *_metrics(s),
+        *_spark(s),
+        *_airflow(s),
+    ]
 
 
 def wait_healthy(service: Service, is_alive: Callable[[], bool], log_file: Path) -> None:

@@ -28,7 +28,8 @@ def test_services_start_dependencies_first(settings):
 def test_the_spark_cluster_is_optional_and_when_enabled_spark_default_points_at_it(settings):
     stack = Stack(settings)
     optional = {s.name for s in stack.services if s.optional}
-    assert optional == {"spark-master", "spark-worker"}
+    assert optional == {"spark-master", "spark-worker", "s3"}
+    assert not any(s.wanted() for s in stack.services if s.optional)  # a plain `mlp up` starts none of them
     names = [s.name for s in stack.services]
     assert names.index("spark-master") < names.index("spark-worker") < names.index("airflow-api-server")
     on = settings.model_copy(update={"spark_cluster": True, "spark_master_port": 17077})
@@ -45,3 +46,32 @@ def test_status_leaves_out_an_optional_service_nobody_asked_for(settings, tmp_pa
     assert "spark-master" not in {r.name for r in Stack(s).status()}
     enabled = s.model_copy(update={"spark_cluster": True})
     assert {"spark-master", "spark-worker"} <= {r.name for r in Stack(enabled).status()}
+
+
+def test_with_s3_the_stack_runs_moto_and_mlflow_stores_its_artifacts_in_the_bucket(settings):
+    on = settings.model_copy(update={"s3": True, "s3_port": 19300})
+    services = {s.name: s for s in Stack(on).services}
+    assert services["s3"].wanted()
+    assert not services["spark-master"].wanted()
+    assert services["s3"].argv()[-4:] == ["-H", on.host, "-p", "19300"]
+    mlflow = services["mlflow"]
+    argv = mlflow.argv()
+    assert argv[argv.index("--artifacts-destination") + 1] == f"s3://{on.s3_bucket}/mlflow"
+    assert mlflow.env()["MLFLOW_S3_ENDPOINT_URL"] == f"http://{on.host}:19300"
+    names = list(services)
+    assert names.index("s3") < names.index("mlflow")  # the bucket exists before MLflow writes to it
+
+
+def test_with_sasl_every_kafka_connection_carries_the_login(settings, tmp_path):
+    on = settings.model_copy(update={"kafka_sasl": True, "home": tmp_path})
+    conns = {c["conn_id"]: c for c in Stack(on).render_airflow_settings()["connections"]}
+    kafka = [c for c in conns.values() if c["conn_type"] == "kafka"]
+    assert {c["conn_id"] for c in kafka} >= {"kafka_default", "kafka_watch"}
+    for conn in kafka:
+        extra = conn["conn_extra"]
+        assert extra["security.protocol"] == "SASL_PLAINTEXT"
+        assert extra["sasl.username"] == on.kafka_user
+        assert extra["sasl.password"] == on.kafka_client()["sasl.password"]
+    assert conns["kafka_watch"]["conn_extra"]["group.id"] == on.watch_group  # the rest is kept
+    plain = {c["conn_id"]: c for c in Stack(settings).render_airflow_settings()["connections"]}
+    assert "sasl.password" not in plain["kafka_default"]["conn_extra"]
