@@ -152,6 +152,8 @@ def pod_overrides() -> dict:
         "mlflow_tracking_uri": "{{ conn.mlflow_default.get_uri() }}",
         "experiment": S.model_name,
         "result_file": "/airflow/xcom/return.json",
+        # checkpoints and the model mirrored to the object store: a pod rescheduled onto another node resumes
+        **({"artifact_uri": S.artifact_root.rstrip("/") + "/runs/{{ run_id }}"} if S.artifact_root else {}),
     }
 
 

@@ -105,7 +105,13 @@ print(json.dumps({
   'cmd': c.command, 'args': c.args, 'image': c.image,
 }))
 """
-    env = {**__import__("os").environ, "MLP_PROFILE": "cluster", "MLP_TRAIN_GPUS": "2", "MLP_GPU_PROFILE": "h100"}
+    env = {
+        **__import__("os").environ,
+        "MLP_PROFILE": "cluster",
+        "MLP_TRAIN_GPUS": "2",
+        "MLP_GPU_PROFILE": "h100",
+        "MLP_ARTIFACT_ROOT": "s3://ml-artifacts/mlplatform",
+    }
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=120
     )
@@ -123,6 +129,10 @@ print(json.dumps({
     assert spec["cmd"] == ["torchrun"]
     assert "--nproc-per-node=2" in spec["args"]
     assert "training" in spec["args"]
+    # the snapshot comes from training_snapshot's URI (an s3:// one with an artifact root), checkpoints go there
+    args = spec["args"]
+    assert args[args.index("--data") + 1] == "{{ ti.xcom_pull(task_ids='training_snapshot')['uri'] }}"
+    assert args[args.index("--artifact-uri") + 1] == "s3://ml-artifacts/mlplatform/runs/{{ run_id }}"
 
 
 def _rendered(dag, task_id: str, field: str, params: dict):  # type: ignore[no-untyped-def]

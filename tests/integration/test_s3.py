@@ -210,3 +210,21 @@ def test_mlflow_keeps_its_artifacts_in_s3(s3, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_training_snapshot_is_published_to_the_artifact_store_for_the_pod(s3, tmp_path, monkeypatch):
+    """With an artifact root (the cluster profile's), training_snapshot hands the pod an s3:// URI: the file is
+    copied there whole (no temporary key left), and reads back equal."""
+    from mlplatform.pipeline.stages import to_artifact_store
+
+    s, env = s3
+    for key, value in s3_env(s).items():
+        monkeypatch.setenv(key, value)
+    local = tmp_path / "training_set.parquet"
+    _snapshot(local)
+    with_root = s.model_copy(update={"artifact_root": f"s3://{s.s3_bucket}/mlplatform/"})
+    uri = to_artifact_store(local, "snapshots/run-7/training_set.parquet", with_root)
+    assert uri == f"s3://{s.s3_bucket}/mlplatform/snapshots/run-7/training_set.parquet"
+    assert _keys(env, s.s3_bucket, "mlplatform/snapshots/run-7/") == ["mlplatform/snapshots/run-7/training_set.parquet"]
+    pd.testing.assert_frame_equal(pd.read_parquet(uri), pd.read_parquet(local))
+    assert to_artifact_store(local, "snapshots/run-7/training_set.parquet", with_root) == uri  # a retry: same key

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         description="start a local S3 API (moto's server) with the stack: MLflow's artifacts go to its bucket",
     )
     s3_port: int = 9300
+    artifact_root: str = Field(
+        default="",
+        description="object store root (s3://bucket/prefix) where training snapshots and checkpoints go, so a "
+        "training pod reads and resumes from it, never from a local path; empty: the local data dir",
+    )
     s3_bucket: str = "mlplatform"
     spark_master_port: int = 7077
     spark_master_ui_port: int = 8090

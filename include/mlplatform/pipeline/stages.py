@@ -288,6 +288,20 @@ def lineage(s: Settings | None = None) -> dict[str, Any]:
     return out
 
 
+def to_artifact_store(local: Path, rel: str, s: Settings) -> str:
+    """Copy ``local`` to ``<artifact_root>/<rel>`` through fsspec (to a temporary key, then moved over the
+    final one, so a reader never sees half a file; a retry writes the same key) and return its URI."""
+    import fsspec
+
+    base = s.artifact_root.rstrip("/")
+    fs, root = fsspec.core.url_to_fs(base)
+    target = f"{root}/{rel}"
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(str(local), target + ".tmp")
+    fs.mv(target + ".tmp", target)
+    return f"{base}/{rel}"
+
+
 @staged("snapshot")
 def training_snapshot(run_id: str, s: Settings | None = None, holdout_days: int = 0) -> dict[str, Any]:
     """Write the point-in-time training set (labelled tickets joined with Feast features) as Parquet, less
@@ -314,8 +328,11 @@ def training_snapshot(run_id: str, s: Settings | None = None, holdout_days: int 
     tmp = out.with_name(out.name + ".tmp")
     train.to_parquet(tmp, index=False)
     tmp.replace(out)
+    uri = out.as_uri()
+    if s.artifact_root:  # the training pod reads it from the object store (its node has no such local path)
+        uri = to_artifact_store(out, f"snapshots/{safe_run_id(run_id)}/training_set.parquet", s)
     return {
-        "uri": out.as_uri(),
+        "uri": uri,
         "path": str(out),
         "rows": len(train),
         "positives": int(train["escalated"].sum()),
