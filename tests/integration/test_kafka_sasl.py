@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 from confluent_kafka import KafkaException
@@ -21,18 +20,17 @@ from mlplatform.stack.services import _kafka, wait_healthy
 from .lanes import make_lane
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sasl_settings(stack, settings, tmp_path_factory):
     """A second broker, SASL/SCRAM-SHA-512 only, on ports and a state dir of its own (the stack's registry)."""
     home = tmp_path_factory.mktemp("sasl-kafka")
     s = settings.model_copy(
-        update={"home": home, "kafka_port": _free_port(), "kafka_controller_port": _free_port(), "kafka_sasl": True}
+        update={
+            "home": home,
+            "kafka_port": process.free_port(),
+            "kafka_controller_port": process.free_port(),
+            "kafka_sasl": True,
+        }
     )
     svc = _kafka(s)
     assert svc.prepare is not None

@@ -5,7 +5,6 @@ pod that comes back on an empty disk resumes from its S3 checkpoint and ends whe
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,11 @@ from mlplatform.stack.services import BIN, _s3, s3_env, wait_healthy
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """The stack's S3 service (moto_server), on a port of its own, with its bucket; the S3 client environment."""
     home = tmp_path_factory.mktemp("s3-home")
-    s = Settings(home=home, s3=True, s3_port=_free_port(), s3_bucket=f"it-{uuid.uuid4().hex[:8]}")
+    s = Settings(home=home, s3=True, s3_port=process.free_port(), s3_bucket=f"it-{uuid.uuid4().hex[:8]}")
     svc = _s3(s)
     pid_file, log_file = home / "s3.pid", home / "s3.log"
     rec = process.spawn(svc.argv(), pid_file=pid_file, log_file=log_file, env=dict(os.environ))
@@ -162,7 +155,7 @@ def test_mlflow_keeps_its_artifacts_in_s3(s3, tmp_path):
     from mlflow import MlflowClient
 
     s, env = s3
-    port = _free_port()
+    port = process.free_port()
     server = subprocess.Popen(  # noqa: S603
         [
             str(BIN / "mlflow"),

@@ -31,14 +31,6 @@ FEATURES = ["tickets_7d", "tickets_30d", "high_priority_share_30d", "avg_body_le
 REQUEST = {"customer_id": "C000007", "subject": "Outage", "body": "Our production system is down."}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def world(settings, stack, tmp_path_factory):
     """A Feast project with features for CUSTOMERS, a registered model name of its own, and settings for a
@@ -51,7 +43,7 @@ def world(settings, stack, tmp_path_factory):
             "feast_project": f"t_{uuid.uuid4().hex[:12]}",
             "model_name": f"it_serve_{uuid.uuid4().hex[:6]}",
             "home": home,
-            "serving_port": _free_port(),
+            "serving_port": process.free_port(),
             "postgres_password": settings.pg_password(),
         }
     )

@@ -59,6 +59,16 @@ def port_owner(port: int) -> psutil.Process | None:
     return None
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS picks it), for a service a test or a tool starts beside
+    the stack. Another process may take it before it is used: bind soon."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_listening(port: int) -> bool:
     return any(
         c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections(kind="inet")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,16 +9,10 @@ import pytest
 from mlplatform.stack import process
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def listener():
     """A real process (not this one) listening on a port."""
-    port = _free_port()
+    port = process.free_port()
     code = f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code])
     for _ in range(100):
@@ -51,7 +44,7 @@ def test_own_process_on_port_is_fine(listener):
 
 
 def test_free_port_passes():
-    port = _free_port()
+    port = process.free_port()
     assert not process.port_listening(port)
     assert process.check_port_free(port, "redis", own_pids=set()) is None
 
