@@ -1,7 +1,8 @@
 """The GPU quota page of the Airflow UI (Browse → GPU quota), served by the API server through the plugin in
 ``plugins/``: every pool (GPU pools first) with its size and where the size came from, the slots in use,
 queued, scheduled and deferred, the tasks holding and waiting for slots, and the GPU-hours each team used in
-the last seven days (task duration × ``pool_slots`` in GPU pools; the team is the DAG's owner).
+the last seven days (task duration × ``pool_slots`` in GPU pools; the team is the DAG's owner) and what they
+cost at the profile's ``price_per_gpu_hour``.
 
 It reads Airflow's metadata database with Airflow's own models and requires the Airflow login: the UI's
 session cookie (or a bearer token), with permission to read pools. A browser without a session is sent to
@@ -110,14 +111,34 @@ def gpu_hours_by_team(session: Any, since: datetime) -> dict[str, dict[str, floa
     return out
 
 
+def prices() -> dict[str, float]:
+    """USD per GPU-hour of each profile's pool (``price_per_gpu_hour`` in gpu_profiles.yaml)."""
+    from mlplatform.launch.pods import gpu_profiles
+
+    return {p["pool"]: float(p["price_per_gpu_hour"]) for p in gpu_profiles().values() if "price_per_gpu_hour" in p}
+
+
+def cost_by_team(hours: dict[str, dict[str, float]], price: dict[str, float]) -> dict[str, float | None]:
+    """USD per team: GPU-hours × the pool's price; None for a team whose hours include an unpriced pool."""
+    out: dict[str, float | None] = {}
+    for team, by_pool in hours.items():
+        priced = [h * price[pool] for pool, h in by_pool.items() if pool in price]
+        out[team] = round(sum(priced), 2) if len(priced) == len(by_pool) else None
+    return out
+
+
 def report(session: Any, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     since = now - timedelta(days=7)
+    hours = gpu_hours_by_team(session, since)
+    price = prices()
     return {
         "generated_at": now.isoformat(),
         "pools": [asdict(v) for v in pools(session)],
         "gpu_hours_since": since.isoformat(),
-        "gpu_hours": gpu_hours_by_team(session, since),
+        "gpu_hours": hours,
+        "prices": price,
+        "cost_usd": cost_by_team(hours, price),
     }
 
 
@@ -147,11 +168,16 @@ def render(doc: dict[str, Any], base: str) -> str:
             f"{' (counted)' if p['include_deferred'] else ''}</td><td>{p['open']}</td>"
             f"<td>{_tasks(p['holding'], base)}</td><td>{_tasks(p['waiting'], base)}</td></tr>"
         )
+
+    def usd(pool: str, h: float) -> str:
+        price = doc["prices"].get(pool)
+        return f"${h * price:,.2f}" if price is not None else "no price set"
+
     hours = [
-        f"<tr><td>{html.escape(team)}</td><td>{html.escape(pool)}</td><td>{h:.2f}</td></tr>"
+        f"<tr><td>{html.escape(team)}</td><td>{html.escape(pool)}</td><td>{h:.2f}</td><td>{usd(pool, h)}</td></tr>"
         for team, by_pool in sorted(doc["gpu_hours"].items())
         for pool, h in sorted(by_pool.items())
-    ] or ["<tr><td colspan='3' class='none'>no GPU task ended in the last 7 days</td></tr>"]
+    ] or ["<tr><td colspan='4' class='none'>no GPU task ended in the last 7 days</td></tr>"]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>GPU quota · mlplatform</title>
 <meta http-equiv="refresh" content="10">
@@ -170,7 +196,7 @@ background: #e5e7eb; }} .running {{ background: #bbf7d0; }} .queued, .scheduled 
 <th>Queued</th><th>Deferred</th><th>Free</th><th>Holding</th><th>Waiting</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 <h2>GPU-hours by team, last 7 days</h2>
-<table id="gpu-hours"><thead><tr><th>Team</th><th>Pool</th><th>GPU-hours</th></tr></thead>
+<table id="gpu-hours"><thead><tr><th>Team</th><th>Pool</th><th>GPU-hours</th><th>Cost</th></tr></thead>
 <tbody>{"".join(hours)}</tbody></table>
 </body></html>"""
 
