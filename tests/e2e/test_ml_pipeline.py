@@ -291,16 +291,16 @@ def _asset_triggered_runs(client: AirflowClient, since: datetime, dag_id: str = 
 
 
 def _data_docs_links(client: AirflowClient, dag_id: str, task_id: str, since: datetime) -> list[str]:
-    """The "Data Docs" extra links of every instance of ``task_id`` in ``dag_id`` runs after ``since``."""
+    """The "Data Docs" extra links of every instance of ``task_id`` in ``dag_id`` that started after ``since``
+    (its run may have been created before: an asset event just earlier can start the run that finds the data)."""
     links = []
     for run in client.request("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})[
         "dag_runs"
     ]:
-        if datetime.fromisoformat(run["run_after"]) < since:
-            continue
         tis = client.request("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances", params={"limit": 100})
         for ti in tis["task_instances"]:
-            if ti["task_id"] == task_id:
+            started = ti.get("start_date")
+            if ti["task_id"] == task_id and started and datetime.fromisoformat(started) >= since:
                 path = f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/links"
                 got = client.request("GET", path, params={"map_index": ti["map_index"]})["extra_links"]
                 links.extend(v for k, v in got.items() if k == "Data Docs" and v)
