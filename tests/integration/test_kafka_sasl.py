@@ -60,7 +60,8 @@ def _refused(conf: dict) -> bool:
 def test_the_broker_refuses_clients_without_the_right_credentials(sasl_settings):
     s = sasl_settings
     assert _refused({"bootstrap.servers": s.kafka_bootstrap})
-    assert _refused({**s.kafka_client(), "sasl.password": "not-the-password"})
+    wrong = ensure_secrets(s.home)["kafka_password"][::-1]  # the right length, the wrong value
+    assert _refused({**s.kafka_client(), "sasl.password": wrong})
     assert not _refused(s.kafka_client())
 
 

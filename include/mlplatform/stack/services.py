@@ -638,13 +638,14 @@ def _mlflow(s: Settings) -> Service:
 
 def s3_env(s: Settings) -> dict[str, str]:
     """What an S3 client (boto3, s3fs, MLflow) needs to use the stack's S3 API. moto accepts any key; these
-    name the stand-in, they are not secrets. On the cluster profile the real endpoint and credentials come
-    from the environment (IRSA, an Airflow connection)."""
+    name the stand-in (the bucket's name), they are not secrets. On the cluster profile the real endpoint and
+    credentials come from the environment (IRSA, an Airflow connection)."""
+    stand_in = f"{s.s3_bucket}-local"
     return {
         "AWS_ENDPOINT_URL": s.s3_endpoint_url,
         "MLFLOW_S3_ENDPOINT_URL": s.s3_endpoint_url,
-        "AWS_ACCESS_KEY_ID": "mlplatform-local",
-        "AWS_SECRET_ACCESS_KEY": "mlplatform-local",  # noqa: S105 - moto's stand-in accepts any key
+        "AWS_ACCESS_KEY_ID": stand_in,
+        "AWS_SECRET_ACCESS_KEY": stand_in,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
 
