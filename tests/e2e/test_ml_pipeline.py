@@ -297,6 +297,8 @@ def _data_docs_links(client: AirflowClient, dag_id: str, task_id: str, since: da
     for run in client.request("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})[
         "dag_runs"
     ]:
+        if run.get("end_date") and datetime.fromisoformat(run["end_date"]) < since:
+            continue  # it ended before: none of its tasks started after
         tis = client.request("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances", params={"limit": 100})
         for ti in tis["task_instances"]:
             started = ti.get("start_date")
