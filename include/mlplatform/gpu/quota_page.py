@@ -42,6 +42,7 @@ def is_gpu_pool(name: str) -> bool:
 
 
 def _ti_row(ti: Any) -> dict[str, Any]:
+    since = ti.start_date or ti.queued_dttm or ti.scheduled_dttm or ti.updated_at
     return {
         "dag_id": ti.dag_id,
         "run_id": ti.run_id,
@@ -49,9 +50,7 @@ def _ti_row(ti: Any) -> dict[str, Any]:
         "map_index": ti.map_index,
         "state": str(ti.state.value if hasattr(ti.state, "value") else ti.state),
         "pool_slots": ti.pool_slots,
-        "since": (ti.start_date or ti.queued_dttm or ti.scheduled_dttm or ti.updated_at).isoformat()
-        if (ti.start_date or ti.queued_dttm or ti.scheduled_dttm or ti.updated_at)
-        else None,
+        "since": since.isoformat() if since else None,
     }
 
 

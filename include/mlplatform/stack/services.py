@@ -162,9 +162,8 @@ def write_airflow_cli_config(s: Settings) -> tuple[Path, Path]:
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     cfg_path = home / "airflow.cfg"
-    lines = ["# Written by `mlp up` on every start from the stack's settings; edits are overwritten.\n"]
     with _atomic_private(cfg_path) as fh:
-        fh.write("".join(lines))
+        fh.write("# Written by `mlp up` on every start from the stack's settings; edits are overwritten.\n")
         cfg.write(fh)
     keep = ("AIRFLOW_HOME", "SPARK_HOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYTHONUNBUFFERED")
     exported = {k: v for k, v in env.items() if k in keep or k.startswith("MLP_")}
