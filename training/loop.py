@@ -117,14 +117,18 @@ class ArtifactStore:
     """Mirror of the output directory in an artifact store through fsspec (s3://bucket/prefix, gs://, file://).
 
     Checkpoints are uploaded as they are written, so a pod that is evicted and rescheduled elsewhere (with
-    an empty local disk) resumes from the store. Writes go to a temporary name and are then moved, so a
-    reader never sees half a checkpoint on stores that support moves."""
+    an empty local disk) resumes from the store. An object store's PUT is atomic (the object appears whole
+    or not at all), so objects are written under their final key: a "write a temporary key, then move"
+    dance would be a copy plus a delete there, and a kill between the two would strand the temporary key.
+    On a file system (file://, a mounted volume) the write goes to a temporary name and is then renamed."""
 
     def __init__(self, uri: str) -> None:
         import fsspec
+        from fsspec.implementations.local import LocalFileSystem
 
         self.fs, self.root = fsspec.core.url_to_fs(uri.rstrip("/"))
         self.uri = uri.rstrip("/")
+        self.atomic_put = not isinstance(self.fs, LocalFileSystem)
 
     def _remote(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -132,6 +136,9 @@ class ArtifactStore:
     def put(self, local: Path, rel: str) -> None:
         target = self._remote(rel)
         self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        if self.atomic_put:
+            self.fs.put_file(str(local), target)
+            return
         tmp = target + ".tmp"
         self.fs.put_file(str(local), tmp)
         self.fs.mv(tmp, target)

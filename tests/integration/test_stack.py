@@ -130,6 +130,7 @@ def test_the_plain_airflow_cli_talks_to_the_running_stack(stack, settings):
     run = client.request("GET", f"/dags/validate_landing/dagRuns/{run_id}")
     assert run["conf"] == {"topics": [settings.tickets_topic]}
     assert client.wait_for_run("validate_landing", run_id, timeout=600) == "success"
+    assert not [t for t in client.unfinished() if run_id in t]  # what a stuck run's error lists: unfinished only
     # the Param decided the fan-out: one mapped validation, for the tickets topic only
     mapped = client.request("GET", f"/dags/validate_landing/dagRuns/{run_id}/taskInstances/validate/listMapped")
     assert mapped["total_entries"] == 1

@@ -75,4 +75,17 @@ class AirflowClient:
             if state in TERMINAL:
                 return state
             time.sleep(3)
-        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
+        raise TimeoutError(
+            f"{dag_id} run {run_id} did not finish within {timeout:.0f}s; its tasks: "
+            f"{self.task_states(dag_id, run_id)}; unfinished tasks of the deployment: {self.unfinished()}"
+        )
+
+    def unfinished(self, limit: int = 50) -> list[str]:
+        """``dag_id/task_id[map_index] state (run_id)`` of every task instance not done yet, across DAGs:
+        what holds the executor's slots and pools when a run does not move."""
+        states = ["running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "awaiting_input"]
+        data = self.request("GET", "/dags/~/dagRuns/~/taskInstances", params={"state": states, "limit": limit})
+        return [
+            f"{ti['dag_id']}/{ti['task_id']}[{ti['map_index']}] {ti['state']} ({ti['dag_run_id']})"
+            for ti in data["task_instances"]
+        ]
