@@ -110,7 +110,7 @@ def events(n: int, out_dir: Path, files: int = 8, seed: int = 7) -> list[str]:
 
 def run_spark(files: list[str], out: str, today: str) -> float:
     sys.path.insert(0, str(ROOT / "spark_jobs"))
-    from customer_features import daily_customer_features
+    from customer_features import daily_customer_features, read_feature_events
     from pyspark.sql import SparkSession
 
     spark = (
@@ -128,8 +128,7 @@ def run_spark(files: list[str], out: str, today: str) -> float:
     try:
         spark.read.parquet(*files).count()  # warm the session (JVM, file listing): not the job's cost
         t0 = time.perf_counter()
-        tickets = spark.read.parquet(*files).dropDuplicates(["ticket_id"])
-        daily_customer_features(tickets, today).write.mode("overwrite").parquet(out)
+        daily_customer_features(read_feature_events(spark, files), today).write.mode("overwrite").parquet(out)
         return time.perf_counter() - t0
     finally:
         spark.stop()

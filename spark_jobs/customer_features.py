@@ -29,42 +29,72 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F  # noqa: N812
 
 
-def daily_customer_features(tickets: DataFrame, today: str | None = None) -> DataFrame:
+def feature_events(tickets: DataFrame) -> DataFrame:
+    """What the feature table needs of each ticket, without its text, one row per ticket, hash-partitioned by
+    customer. This is the job's only shuffle, and it moves a few numbers per ticket: every later step
+    (daily aggregates, change points, windows) groups by customer and reuses this partitioning. A ticket
+    that reached the topic twice (an at-least-once producer resends the same record: same ticket, same
+    customer) counts once; the keys hold no text buffer, so Spark deduplicates in a hash aggregate."""
+    return (
+        tickets.select(
+            "customer_id",
+            "ticket_id",
+            "created_at",
+            (F.col("priority") >= 3).cast("int").alias("high"),
+            F.length("body").alias("body_len"),
+            (F.col("plan") == "enterprise").cast("int").alias("enterprise"),
+        )
+        .repartition("customer_id")
+        .dropDuplicates(["customer_id", "ticket_id"])
+    )
+
+
+def daily_customer_features(events: DataFrame, today: str | None = None) -> DataFrame:
     """One row per customer at every day its trailing aggregates change: a day with tickets, and the days
     its tickets leave the 7- and 30-day windows (D+7, D+30). Between two rows the values hold, so Feast's
     as-of lookup of the newest row is exact on any day: a customer gone quiet decays to 0 instead of keeping
     its last busy day's counts. A row is stamped at the end of its day; rows stamped after the end of
-    ``today`` (default: the current date) are left for a later run."""
-    day = F.to_date(F.col("created_at"))
-    daily = tickets.groupBy("customer_id", day.alias("day")).agg(
+    ``today`` (default: the current date) are left for a later run. ``events``: ``feature_events``."""
+    daily = events.groupBy("customer_id", _ticket_day().alias("dayn")).agg(
         F.count("*").alias("n"),
-        F.sum((F.col("priority") >= 3).cast("int")).alias("n_high"),
-        F.sum(F.length("body")).alias("body_len"),
-        F.max_by("plan", "created_at").alias("plan"),
+        F.sum("high").alias("n_high"),
+        F.sum("body_len").alias("body_len"),
+        F.max_by("enterprise", "created_at").alias("enterprise"),  # the plan of the day's last ticket
     )
-    daily = daily.withColumn("dayn", F.datediff(F.col("day"), F.lit("1970-01-01"))).drop("day")
-    active = daily.select("customer_id", "dayn")
-    change_days = (
-        active.union(active.select("customer_id", (F.col("dayn") + 7).alias("dayn")))
-        .union(active.select("customer_id", (F.col("dayn") + 30).alias("dayn")))
-        .distinct()
+    # each active day D stands at D, D+7 and D+30 (the change points), carrying what it adds to the trailing
+    # windows there: +n at D, -n when it leaves the 7-day window (D+7) and the 30-day one (D+30). A running
+    # sum of these deltas over a customer's change points is then its trailing 7/30-day sum, exactly, so
+    # one running frame replaces two sliding RANGE frames.
+    shift = F.explode(F.array(F.lit(0), F.lit(7), F.lit(30))).alias("shift")
+    at = {k: F.col("shift") == k for k in (0, 7, 30)}
+
+    def delta(col: str, leaves: int) -> Column:
+        return F.when(at[0], F.col(col)).when(at[leaves], -F.col(col)).otherwise(0)
+
+    grid = (
+        daily.select("*", shift)
+        .groupBy("customer_id", (F.col("dayn") + F.col("shift")).alias("dayn"))
+        .agg(
+            F.sum(delta("n", 7)).alias("d7"),
+            F.sum(delta("n", 30)).alias("d30"),
+            F.sum(delta("n_high", 30)).alias("dh30"),
+            F.sum(delta("body_len", 30)).alias("db30"),
+            F.max(F.when(at[0], F.col("enterprise"))).alias("enterprise"),
+        )
     )
-    grid = change_days.join(daily, ["customer_id", "dayn"], "left").fillna(0, subset=["n", "n_high", "body_len"])
-    ordered = Window.partitionBy("customer_id").orderBy("dayn")
-    w30 = ordered.rangeBetween(-29, 0)
-    w7 = ordered.rangeBetween(-6, 0)
-    n30 = F.sum("n").over(w30)
-    plan = F.last("plan", ignorenulls=True).over(ordered.rowsBetween(Window.unboundedPreceding, 0))
+    running = Window.partitionBy("customer_id").orderBy("dayn").rowsBetween(Window.unboundedPreceding, 0)
+    n30 = F.sum("d30").over(running)
+    enterprise = F.last("enterprise", ignorenulls=True).over(running)
     stamp = F.to_timestamp(F.date_add(F.lit("1970-01-01").cast("date"), F.col("dayn") + 1))
     limit = F.lit(today).cast("date") if today else F.current_date()
     return grid.select(
         "customer_id",
         stamp.alias("event_timestamp"),
-        F.sum("n").over(w7).cast("long").alias("tickets_7d"),
+        F.sum("d7").over(running).cast("long").alias("tickets_7d"),
         n30.cast("long").alias("tickets_30d"),
-        F.when(n30 > 0, F.sum("n_high").over(w30) / n30).cast("double").alias("high_priority_share_30d"),
-        F.when(n30 > 0, F.sum("body_len").over(w30) / n30).cast("double").alias("avg_body_len_30d"),
-        (plan == "enterprise").cast("long").alias("is_enterprise"),
+        F.when(n30 > 0, F.sum("dh30").over(running) / n30).cast("double").alias("high_priority_share_30d"),
+        F.when(n30 > 0, F.sum("db30").over(running) / n30).cast("double").alias("avg_body_len_30d"),
+        enterprise.cast("long").alias("is_enterprise"),
     ).where(F.to_date("event_timestamp") <= F.date_add(limit, 1))
 
 
@@ -135,11 +165,20 @@ def incremental_features(
     return kept.unionByName(fresh), since
 
 
-def _read(spark: SparkSession, files: list[str]) -> DataFrame:
-    """The validated landing files of a topic (older schema versions merge in with nulls); a record that
-    reached the topic twice (at-least-once producers) counts once."""
+def _load(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The validated landing files of a topic (older schema versions merge in with nulls)."""
     df = spark.read.option("mergeSchema", "true").parquet(*files)
-    return df.drop("_partition", "_offset", "_timestamp", "_schema_id").dropDuplicates(["ticket_id"])
+    return df.drop("_partition", "_offset", "_timestamp", "_schema_id")
+
+
+def _read(spark: SparkSession, files: list[str]) -> DataFrame:
+    """``_load``, where a record that reached the topic twice (at-least-once producers) counts once."""
+    return _load(spark, files).dropDuplicates(["ticket_id"])
+
+
+def read_feature_events(spark: SparkSession, files: list[str]) -> DataFrame:
+    """The ``feature_events`` of validated ticket files."""
+    return feature_events(_load(spark, files))
 
 
 def validated_files(root: str) -> list[str]:
@@ -195,7 +234,7 @@ def build_features(spark: SparkSession, files: list[str], out: str, today: str, 
     with _locked(out):
         state_path = _state_path(out)
         state = json.loads(state_path.read_text()) if state_path.exists() else None
-        tickets = _read(spark, files)
+        tickets = read_feature_events(spark, files)
         incremental = (
             not full
             and state is not None
@@ -206,7 +245,7 @@ def build_features(spark: SparkSession, files: list[str], out: str, today: str, 
         if incremental:
             assert state is not None
             new_files = sorted(set(files) - set(state["files"]))
-            new = _read(spark, new_files) if new_files else tickets.limit(0)
+            new = read_feature_events(spark, new_files) if new_files else tickets.limit(0)
             old = spark.read.parquet(out)
             features, since = incremental_features(old, tickets, new, state["today"], today)
             customers = since.count()

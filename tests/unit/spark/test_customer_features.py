@@ -20,6 +20,7 @@ def spark():  # type: ignore[no-untyped-def]
         SparkSession.builder.master("local[1]")
         .appName("mlp-unit")
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "2")  # a few hundred rows: 200 shuffle tasks per stage is all overhead
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
@@ -40,10 +41,10 @@ def _ticket(tid: str, customer: str, day: int, priority: int = 1, plan: str = "p
 
 
 def test_a_quiet_customer_decays_to_zero_instead_of_keeping_its_busy_days_counts(spark):
-    from customer_features import daily_customer_features
+    from customer_features import daily_customer_features, feature_events
 
     rows = [_ticket("a", "C1", 1, priority=4), _ticket("b", "C1", 1), _ticket("c", "C1", 3, plan="enterprise")]
-    df = daily_customer_features(spark.createDataFrame(rows), today="2026-12-31").toPandas()
+    df = daily_customer_features(feature_events(spark.createDataFrame(rows)), today="2026-12-31").toPandas()
     got = {r.event_timestamp.strftime("%m-%d"): r for r in df.sort_values("event_timestamp").itertuples()}
     # stamped at the end of each changing day: activity on 1 and 3 March, leaving the 7-day window on 8 and
     # 10, the 30-day window on 31 March and 2 April
@@ -59,9 +60,10 @@ def test_a_quiet_customer_decays_to_zero_instead_of_keeping_its_busy_days_counts
 
 
 def test_rows_stamped_after_today_wait_for_a_later_run(spark):
-    from customer_features import daily_customer_features
+    from customer_features import daily_customer_features, feature_events
 
-    df = daily_customer_features(spark.createDataFrame([_ticket("a", "C1", 1)]), today="2026-03-10").toPandas()
+    events = feature_events(spark.createDataFrame([_ticket("a", "C1", 1)]))
+    df = daily_customer_features(events, today="2026-03-10").toPandas()
     assert sorted(df.event_timestamp.dt.strftime("%m-%d")) == ["03-02", "03-09"]  # not 31 March
 
 
@@ -106,7 +108,7 @@ def test_incremental_runs_equal_a_full_recompute_with_late_and_duplicated_events
     some tickets) while the clock moves on: after each run the incrementally maintained table equals a full
     recompute of everything validated so far, row for row."""
     import pandas as pd
-    from customer_features import build_features, daily_customer_features
+    from customer_features import build_features, daily_customer_features, feature_events
 
     rows = _stream(5, 900)
     batches = [rows[:300], rows[300:500], rows[500:700] + rows[100:130], rows[700:]]  # batch 3 resends 30
@@ -120,7 +122,7 @@ def test_incremental_runs_equal_a_full_recompute_with_late_and_duplicated_events
         files.append(str(path))
         reports.append(build_features(spark, files, out, today))
         got = _sorted_rows(spark.read.parquet(out))
-        everything = _frame(spark, [r for b in batches[: i + 1] for r in b]).dropDuplicates(["ticket_id"])
+        everything = feature_events(_frame(spark, [r for b in batches[: i + 1] for r in b]))
         assert got == _sorted_rows(daily_customer_features(everything, today)), f"after batch {i} ({reports[-1]})"
     assert reports[0] == "full"
     assert all(r.startswith("incremental:") for r in reports[1:]), reports
