@@ -110,7 +110,7 @@ def events(n: int, out_dir: Path, files: int = 8, seed: int = 7) -> list[str]:
 
 def run_spark(files: list[str], out: str, today: str) -> float:
     sys.path.insert(0, str(ROOT / "spark_jobs"))
-    from customer_features import daily_customer_features, read_feature_events
+    from customer_features import daily_customer_features, read_feature_events, tune
     from pyspark.sql import SparkSession
 
     spark = (
@@ -118,13 +118,13 @@ def run_spark(files: list[str], out: str, today: str) -> float:
         .appName("bench-features")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.sql.shuffle.partitions", "8")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "4g")
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
+    tune(spark)  # what the job does
     try:
         spark.read.parquet(*files).count()  # warm the session (JVM, file listing): not the job's cost
         t0 = time.perf_counter()
