@@ -205,15 +205,17 @@ def _locked(out: str) -> Iterator[None]:
         yield
 
 
-def _write_atomic(df: DataFrame, out: str) -> None:
+def _write_atomic(df: DataFrame, out: str, one_file: bool = False) -> None:
     """Write beside ``out`` under a name of this job's own, then swap it in (the caller holds ``_locked``):
-    a crash at any point leaves the previous table whole."""
+    a crash at any point leaves the previous table whole. One file per task of the last stage (readers take
+    the directory: Feast's DuckDB store, pyarrow, Spark), as ``coalesce(1)`` would run that whole stage,
+    aggregates and windows included, in one task; ``one_file`` for the labels, the training input."""
     target = Path(out)
     # under the lock no other job writes beside ``out``: what is there was left by a job that crashed
     for leftover in [*target.parent.glob(f"{target.name}.tmp-*"), *target.parent.glob(f"{target.name}.old-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:12]}")
-    df.coalesce(1).write.mode("overwrite").parquet(str(tmp))
+    (df.coalesce(1) if one_file else df).write.mode("overwrite").parquet(str(tmp))
     old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:12]}")
     if target.exists():
         target.replace(old)
@@ -312,7 +314,7 @@ def main(argv: list[str]) -> int:
         tickets = _read(spark, files)
         outcomes = _read(spark, validated_files(args.outcomes_root))
         with _locked(args.labels_out):
-            _write_atomic(labelled_tickets(tickets, outcomes), args.labels_out)
+            _write_atomic(labelled_tickets(tickets, outcomes), args.labels_out, one_file=True)
         n_feat, n_lab = spark.read.parquet(args.features_out).count(), spark.read.parquet(args.labels_out).count()
         print(f"features rows={n_feat} labels rows={n_lab}")  # noqa: T201 - driver output for the task log
     finally:
