@@ -42,7 +42,9 @@ class Broken(mlflow.pyfunc.PythonModel):
 
 @pytest.fixture(scope="module")
 def eval_set(tmp_path_factory):
-    tickets, outcomes = generate(SynthConfig(events=1500, seed=uuid.uuid4().int % 1000))
+    # one fixed data set: the coin is a fair coin, so on some draws of the data (6 seeds in 1000) it beats
+    # the keyword model on a small slice by more than the gate's tolerance, and the gate is right to refuse
+    tickets, outcomes = generate(SynthConfig(events=1500, seed=7))
     escalated = {o["ticket_id"]: int(o["escalated"]) for o in outcomes}
     df = pd.DataFrame(tickets).rename(columns={"created_at": "event_timestamp"})
     df["escalated"] = df.ticket_id.map(escalated)
