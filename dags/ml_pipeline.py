@@ -56,7 +56,8 @@ def ml_pipeline() -> None:
     def check_conf() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlplatform.pipeline.checks import GpuQuotaError, check_run_conf
+        from mlplatform.gpu.quota import GpuQuotaError
+        from mlplatform.pipeline.checks import check_run_conf
         from mlplatform.pipeline.params import ConfError
 
         try:
@@ -126,12 +127,11 @@ def ml_pipeline() -> None:
         landed = ingest.override(task_id=f"ingest_{slug}", pool=lane_pool(topic))(topic, run_conf)
         produced >> landed >> validate.override(task_id=f"validate_{slug}")(topic) >> build_features
     build_features >> publish_features() >> snapshot
-    if S.profile == "cluster":  # a GPU pod: pool = GPU quota, pool_slots = GPUs
-        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
+    if S.profile == "cluster":  # a GPU pod: pool = the team's GPU share, pool_slots = GPUs, both per run
+        from mlplatform.launch.gpu_pod import GpuPodOperator
         from mlplatform.launch.pods import training_pod_kwargs
 
-        trained = KubernetesPodOperator(
+        trained = GpuPodOperator(
             **training_pod_kwargs(task_id="train", gpus=S.train_gpus, profile=S.gpu_profile, overrides=pod_overrides()),
             do_xcom_push=True,
         )

@@ -15,6 +15,7 @@ RUN pip install --no-cache-dir -c /opt/mlplatform/constraints.txt -e "/opt/mlpla
 
 COPY --chown=50000:0 dags/ /opt/airflow/dags/
 COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
+COPY --chown=50000:0 config/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 COPY --chown=50000:0 spark_jobs/ /opt/mlplatform/spark_jobs/
 COPY --chown=50000:0 feature_repo/ /opt/mlplatform/feature_repo/
 COPY --chown=50000:0 airflow_settings.yaml /opt/mlplatform/

@@ -22,6 +22,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# kwok (the local Kubernetes control plane's simulated kubelet, `mlp up --k8s`) runs exec requests on this
+# host; it runs them as this idle system user, never as root (see include/mlplatform/stack/k8s.py)
+if [ "$(id -u)" -eq 0 ] && ! id mlp-kwok-exec >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin mlp-kwok-exec
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 command -v uv >/dev/null || "$PY" -m pip install -q uv

@@ -33,6 +33,10 @@ TEST_ENV = {
     "MLP_STATSD_EXPORTER_PORT": "19102",
     "MLP_PROFILE": "local",
     "GX_ANALYTICS_ENABLED": "False",
+    "MLP_K8S_API_PORT": "46443",
+    "MLP_K8S_ETCD_PORT": "42379",
+    "MLP_K8S_SCHEDULER_PORT": "40259",
+    "MLP_K8S_KWOK_PORT": "40250",
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",
 }
@@ -45,6 +49,12 @@ for noisy in ("httpx", "httpx2"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Tests on the Kubernetes control plane run last: in CI its build (about 12 minutes cold) runs in the
+    background beside the rest of the suite (`make test`), and their fixture waits for it."""
+    items.sort(key=lambda item: item.get_closest_marker("k8s") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,9 @@ def up(
         bool, typer.Option(help="the broker requires SASL/SCRAM (same as MLP_KAFKA_SASL=1; a fresh broker dir)")
     ] = False,
     s3: Annotated[bool, typer.Option(help="add a local S3 API (moto) for MLflow's artifacts (MLP_S3=1)")] = False,
+    k8s: Annotated[
+        bool, typer.Option(help="add a local Kubernetes control plane with simulated GPU nodes (MLP_K8S=1)")
+    ] = False,
 ) -> None:
     """Start the local stack (PostgreSQL, Redis, Kafka, the schema registry, MLflow, Prometheus, Airflow). Safe
     to run again."""
@@ -43,7 +46,7 @@ def up(
     from mlplatform.stack.process import PortInUseError
     from mlplatform.stack.services import ServiceError
 
-    for flag, var in ((kafka_sasl, "MLP_KAFKA_SASL"), (s3, "MLP_S3")):
+    for flag, var in ((kafka_sasl, "MLP_KAFKA_SASL"), (s3, "MLP_S3"), (k8s, "MLP_K8S")):
         if flag:  # the Airflow components (and so every task) inherit it
             os.environ[var] = "1"
             get_settings.cache_clear()
@@ -136,12 +139,21 @@ def airflow(ctx: typer.Context) -> None:
 
 
 @app.command()
-def fetch() -> None:
+def fetch(
+    k8s: Annotated[
+        bool, typer.Option(help="also build the Kubernetes control plane (about 12 min cold on 2 cores)")
+    ] = False,
+    background: Annotated[bool, typer.Option(help="with --k8s: start that build and return at once")] = False,
+) -> None:
     """Fetch the service distributions: Kafka broker jars and Apicurio Registry from Maven Central, the statsd
-    exporter built from the Go module proxy."""
+    exporter built from the Go module proxy (and, with --k8s, the control plane)."""
     from mlplatform.stack.services import fetch_apicurio, fetch_kafka, fetch_statsd_exporter
 
     s = get_settings()
+    if k8s:
+        from mlplatform.stack.k8s import fetch_k8s
+
+        console.print(f"k8s     : {fetch_k8s(s, background=background)}{' (building)' if background else ''}")
     console.print(f"kafka   : {fetch_kafka(s)}")
     console.print(f"registry: {fetch_apicurio(s)}")
     console.print(f"statsd  : {fetch_statsd_exporter(s)}")

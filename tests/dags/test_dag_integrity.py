@@ -117,8 +117,8 @@ print(json.dumps({
     )
     assert out.returncode == 0, out.stderr[-3000:]
     spec = json.loads(out.stdout.strip().splitlines()[-1])
-    assert spec["type"] == "KubernetesPodOperator"
-    assert spec["pool"] == "gpu_h100"
+    assert spec["type"] == "GpuPodOperator"  # a KubernetesPodOperator that applies each run's GPU ask
+    assert spec["pool"] == "gpu_h100__support-ml"  # the default team's share; a run's conf re-routes it
     assert spec["pool_slots"] == 2
     assert spec["limits"]["nvidia.com/gpu"] == "2"
     assert spec["requests"]["nvidia.com/gpu"] == "2"

@@ -118,6 +118,22 @@ class Settings(BaseSettings):
         description="start a local S3 API (moto's server) with the stack: MLflow's artifacts go to its bucket",
     )
     s3_port: int = 9300
+    k8s: bool = Field(
+        default=False,
+        description="start a local Kubernetes control plane (etcd, kube-apiserver, kube-scheduler, kwok with "
+        "simulated GPU nodes) with the stack: the cluster profile's training pods run against it",
+    )
+    k8s_api_port: int = 36443
+    k8s_etcd_port: int = Field(default=32379, description="etcd's client port (its peer port is the next one)")
+    k8s_scheduler_port: int = 30259
+    k8s_kwok_port: int = 30250
+    kubeconfig: str = Field(
+        default="", description="kubeconfig of the cluster GPU pools are synced from (empty: the local control plane's)"
+    )
+    gpu_quota_file: Path = Field(
+        default=REPO_ROOT / "include" / "mlplatform" / "gpu" / "quota.yaml",
+        description="team shares of each GPU profile (the committed quota file)",
+    )
     artifact_root: str = Field(
         default="",
         description="object store root (s3://bucket/prefix) where training snapshots and checkpoints go, so a "

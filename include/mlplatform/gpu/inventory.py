@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +46,48 @@ def gpu_profile_name(gpu: GpuInfo) -> str:
         if model in lowered:
             return f"gpu_{model}"
     return "gpu_other"
+
+
+def node_unusable(node: Any) -> str | None:
+    """Why a node's GPUs do not count (None: they do): NotReady, cordoned, or tainted NoExecute."""
+    if node.spec and node.spec.unschedulable:
+        return "cordoned"
+    ready = [c for c in (node.status.conditions or []) if c.type == "Ready"]
+    if not ready or ready[0].status != "True":
+        return "NotReady"
+    for taint in (node.spec.taints if node.spec else None) or []:
+        if taint.effect == "NoExecute":
+            return f"tainted {taint.key}:NoExecute"
+    return None
+
+
+@dataclass(frozen=True)
+class ClusterInventory:
+    allocatable: dict[str, int]  # per GPU profile, summed over usable nodes
+    largest_node: dict[str, int]  # per GPU profile, the most one usable node has (a pod runs on one node)
+    excluded: dict[str, str]  # node name -> why its GPUs do not count
+
+
+def cluster_inventory(
+    core_api: Any, profiles: dict[str, dict[str, Any]], count_unusable: bool = False
+) -> ClusterInventory:
+    """Each profile's allocatable resource (``nvidia.com/gpu``, a MIG slice, a time-sliced share) over the
+    Ready, schedulable nodes whose labels match the profile's node selector (``count_unusable``: over every
+    node, what the cluster has when all of it is back)."""
+    alloc: dict[str, int] = dict.fromkeys(profiles, 0)
+    largest: dict[str, int] = dict.fromkeys(profiles, 0)
+    excluded: dict[str, str] = {}
+    for node in core_api.list_node().items:
+        why = node_unusable(node)
+        if why and not count_unusable:
+            excluded[node.metadata.name] = why
+            continue
+        labels = node.metadata.labels or {}
+        have = node.status.allocatable or {}
+        for name, prof in profiles.items():
+            if any(labels.get(k) != str(v) for k, v in prof["node_selector"].items()):
+                continue
+            n = int(str(have.get(prof["resource"], "0")))
+            alloc[name] += n
+            largest[name] = max(largest[name], n)
+    return ClusterInventory(alloc, largest, excluded)

@@ -117,11 +117,16 @@ def prices() -> dict[str, float]:
     return {p["pool"]: float(p["price_per_gpu_hour"]) for p in gpu_profiles().values() if "price_per_gpu_hour" in p}
 
 
+def profile_pool_of(pool: str) -> str:
+    """A team's pool (``gpu_h100__search``) is priced as its profile's pool (``gpu_h100``)."""
+    return pool.split("__", 1)[0]
+
+
 def cost_by_team(hours: dict[str, dict[str, float]], price: dict[str, float]) -> dict[str, float | None]:
     """USD per team: GPU-hours × the pool's price; None for a team whose hours include an unpriced pool."""
     out: dict[str, float | None] = {}
     for team, by_pool in hours.items():
-        priced = [h * price[pool] for pool, h in by_pool.items() if pool in price]
+        priced = [h * price[profile_pool_of(p)] for p, h in by_pool.items() if profile_pool_of(p) in price]
         out[team] = round(sum(priced), 2) if len(priced) == len(by_pool) else None
     return out
 

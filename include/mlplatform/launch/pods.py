@@ -48,9 +48,18 @@ def training_pod_kwargs(
     team: str = "support-ml",
     cpu: str = "8",
     memory: str = "64Gi",
+    get_logs: bool = True,
 ) -> dict[str, Any]:
-    """Keyword arguments for KubernetesPodOperator (pool, pool_slots, resources, placement)."""
+    """Keyword arguments for KubernetesPodOperator (pool, pool_slots, resources, placement): the parse-time
+    default, which ``GpuPodOperator`` and the mutation hook replace with each run's own GPU ask.
+
+    Deferrable (the GPU slot is held while the triggerer waits: GPU pools count deferred tasks), with a
+    schedule timeout for GPU node scale-up; ``reattach_on_restart`` finds the pod of a killed worker's try
+    by its labels instead of starting a second one; ``delete_pod`` on finish leaves no pod behind."""
     from kubernetes.client import models as k8s
+
+    from mlplatform.config.settings import get_settings
+    from mlplatform.gpu.quota import PRIORITY_CLASSES, load_quota, pool_for
 
     if profile not in gpu_profiles():
         raise ValueError(f"unknown GPU profile {profile!r}; known: {sorted(gpu_profiles())}")
@@ -71,15 +80,23 @@ def training_pod_kwargs(
         "image": image,
         "cmds": cmds,
         "arguments": arguments,
-        "labels": {"app.kubernetes.io/part-of": "mlplatform", "mlplatform/team": team},
+        "labels": {
+            "app.kubernetes.io/part-of": "mlplatform",
+            "mlplatform/team": team,
+            "mlplatform/gpu-profile": profile.replace("_", "-"),
+        },
         "container_resources": k8s.V1ResourceRequirements(requests=limits, limits=limits),
         "node_selector": dict(prof["node_selector"]),
         "tolerations": [k8s.V1Toleration(**GPU_TOLERATION)],
-        "pool": prof["pool"],
+        "pool": pool_for(profile, team, load_quota(get_settings().gpu_quota_file)),
         "pool_slots": gpus,
-        "get_logs": True,
-        "on_finish_action": "delete_succeeded_pod",
+        "priority_class_name": PRIORITY_CLASSES["normal"],
+        "get_logs": get_logs,
+        "deferrable": True,
+        "reattach_on_restart": True,
+        "on_finish_action": "delete_pod",
         "startup_timeout_seconds": 900,
+        "schedule_timeout_seconds": 1800,  # Pending while a GPU node scales up
         "env_vars": {"MLP_PROFILE": "cluster", "PYTHONUNBUFFERED": "1", "HOME": "/home/trainer"},
         "service_account_name": TRAINING_SERVICE_ACCOUNT,
         "automount_service_account_token": False,

@@ -6,15 +6,13 @@ from typing import Any
 
 from mlplatform.config.settings import get_settings
 from mlplatform.gpu.inventory import local_gpus
+from mlplatform.gpu.quota import GpuQuotaError
 from mlplatform.pipeline.params import parse_conf
 
 
-class GpuQuotaError(RuntimeError):
-    pass
-
-
 def check_run_conf(params: dict[str, Any]) -> dict[str, Any]:
-    """Validate the run's conf (field named on error) and the GPU ask against what this host has."""
+    """Validate the run's conf (field named on error) and the GPU ask against what this host (local profile) or
+    the cluster (cluster profile) has."""
     conf = parse_conf(params)
     s = get_settings()
     if s.profile == "local" and conf.train_device == "cuda":
@@ -24,4 +22,22 @@ def check_run_conf(params: dict[str, Any]) -> dict[str, Any]:
                 f"train_device=cuda asks for {max(conf.gpus, 1)} GPU(s) but NVML finds {gpus} on this host, so pool "
                 f"'{s.gpu_pool}' has {gpus} slot(s) and the task would queue forever. Use train_device=cpu or auto."
             )
+    if s.profile == "cluster":
+        check_cluster_ask(conf.model_dump())
     return conf.model_dump()
+
+
+def check_cluster_ask(conf: dict[str, Any]) -> None:
+    """Refuse a GPU ask no pool can ever satisfy: more than the team's pool has with every node back, or more
+    than one node has. The message names the profile, the count and the pool's size."""
+    from mlplatform.gpu.quota import check_fits, load_quota, plan_pools, request_for_conf
+    from mlplatform.gpu.sync import read_cluster_inventory
+
+    s = get_settings()
+    try:
+        req = request_for_conf(conf, s.gpu_quota_file)
+    except ValueError as exc:
+        raise GpuQuotaError(str(exc)) from exc
+    inv = read_cluster_inventory(s, count_unusable=True)
+    sizes = {p.name: p.slots for p in plan_pools(inv.allocatable, load_quota(s.gpu_quota_file), "every node")}
+    check_fits(req, sizes, inv.largest_node)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class PipelineConf(BaseModel):
@@ -31,6 +31,17 @@ class PipelineConf(BaseModel):
     batch_size: int = Field(32, ge=1, le=4096, description="Per-device batch size")
     gpus: int = Field(1, ge=0, le=16, description="GPUs per training job (cluster profile and GPU hosts)")
     train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU when the pool has one")
+    gpu_profile: str = Field(
+        os.environ.get("MLP_GPU_PROFILE", "h100"),
+        description="GPU profile of the training pod (cluster profile): a full GPU type, a MIG slice or a "
+        "time-sliced share (launch/gpu_profiles.yaml); decides the pool, resources and node placement",
+    )
+    team: str = Field(
+        "support-ml", pattern=r"^[a-z0-9][a-z0-9-]{0,40}$", description="Team whose GPU share the run uses"
+    )
+    priority: Literal["high", "normal", "low"] = Field(
+        "normal", description="Queue priority of the GPU task (priority_weight 100 / 10 / 1, and the pod's class)"
+    )
     holdout_days: int = Field(
         0, ge=0, le=365, description="Latest days held out as the gate's evaluation set (0: the latest 20% of rows)"
     )
@@ -43,6 +54,15 @@ class PipelineConf(BaseModel):
         "platform requires it (the cluster profile)",
     )
     deploy: bool = Field(True, description="Deploy the champion and smoke-test it")
+
+    @field_validator("gpu_profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        from mlplatform.launch.pods import gpu_profiles
+
+        if value not in gpu_profiles():
+            raise ValueError(f"unknown GPU profile; known: {', '.join(sorted(gpu_profiles()))}")
+        return value
 
 
 class ConfError(ValueError):
@@ -76,8 +96,11 @@ def param_specs() -> dict[str, dict[str, Any]]:
             spec["type"] = "integer" if all(isinstance(v, int) for v in prop["enum"]) else "string"
         else:
             spec["type"] = prop["type"]
-        for key in ("minimum", "maximum", "minLength"):
+        for key in ("minimum", "maximum", "minLength", "pattern"):
             if key in prop:
                 spec[key] = prop[key]
         out[name] = spec
+    from mlplatform.launch.pods import gpu_profiles
+
+    out["gpu_profile"]["enum"] = sorted(gpu_profiles())  # the trigger form offers the profiles as a list
     return out

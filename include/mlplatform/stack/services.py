@@ -126,6 +126,8 @@ def airflow_env(s: Settings) -> dict[str, str]:
             "MLP_PROFILE": s.profile,
             "MLP_POSTGRES_PASSWORD": sec["postgres_password"],
             "PYTHONUNBUFFERED": "1",
+            # config/airflow_local_settings.py: the GPU quota's cluster policies
+            "PYTHONPATH": os.pathsep.join(p for p in (str(s.repo_root / "config"), env.get("PYTHONPATH", "")) if p),
         }
     )
     env.update(spark_env())
@@ -922,6 +924,8 @@ def _spark(s: Settings) -> list[Service]:
 
 def all_services(s: Settings) -> list[Service]:
     """Services in start order (dependencies first)."""
+    from mlplatform.stack.k8s import k8s_services
+
     return [
         _postgres(s),
         _redis(s),
@@ -931,6 +935,7 @@ def all_services(s: Settings) -> list[Service]:
         _mlflow(s),
         *_metrics(s),
         *_spark(s),
+        *k8s_services(s),
         *_airflow(s),
     ]
 

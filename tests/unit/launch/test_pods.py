@@ -11,8 +11,11 @@ def test_pod_requests_gpus_and_takes_pool_slots_equal_to_gpus():
     res = kw["container_resources"]
     assert res.limits["nvidia.com/gpu"] == "4"
     assert res.requests["nvidia.com/gpu"] == "4"
-    assert kw["pool"] == "gpu_h100"
+    assert kw["pool"] == "gpu_h100__support-ml"  # the default team's share (gpu/quota.yaml)
     assert kw["pool_slots"] == 4
+    assert kw["deferrable"]
+    assert kw["reattach_on_restart"]
+    assert kw["on_finish_action"] == "delete_pod"
     assert kw["node_selector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert kw["tolerations"][0].key == "nvidia.com/gpu"
     assert kw["cmds"] == ["torchrun"]
@@ -23,7 +26,7 @@ def test_single_gpu_runs_python_and_mig_uses_its_resource():
     kw = training_pod_kwargs(task_id="t", gpus=1, profile="mig_1g10gb")
     assert kw["cmds"] == ["python"]
     assert kw["container_resources"].limits["nvidia.com/mig-1g.10gb"] == "1"
-    assert kw["pool"] == "gpu_mig_1g10gb"
+    assert kw["pool"] == "gpu_mig_1g10gb__support-ml"
 
 
 def test_bad_profile_and_zero_gpus_are_rejected():

@@ -25,6 +25,9 @@ DOCUMENTED_DEFAULTS = {
     "batch_size": 32,
     "gpus": 1,
     "train_device": "auto",
+    "gpu_profile": "h100",
+    "team": "support-ml",
+    "priority": "normal",
     "holdout_days": 0,
     "min_delta": 0.0,
     "require_approval": False,  # on only on the cluster profile

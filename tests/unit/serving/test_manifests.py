@@ -92,6 +92,11 @@ def test_the_kpo_account_gets_only_what_the_operator_needs_and_the_trainer_gets_
     trainer = next(sa for sa in by_kind["ServiceAccount"] if sa["metadata"]["name"] == "mlp-train")
     assert trainer["automountServiceAccountToken"] is False
     assert not any(s["name"] == "mlp-train" for b in by_kind["RoleBinding"] for s in b["subjects"])
+    (inventory,) = by_kind["ClusterRole"]  # the pool sync reads node allocatable, and nothing else
+    assert inventory["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    (cluster_binding,) = by_kind["ClusterRoleBinding"]
+    assert cluster_binding["roleRef"]["name"] == inventory["metadata"]["name"]
+    assert [s["name"] for s in cluster_binding["subjects"]] == ["airflow-kpo"]
 
 
 def test_the_rendered_training_pod_is_hardened_and_valid():

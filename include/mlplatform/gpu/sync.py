@@ -1,0 +1,79 @@
+"""``sync_gpu_pools``: size every GPU pool from the real inventory (at ``mlp up``, ``mlp gpu sync`` and on
+the ``sync_gpu_pools`` DAG's schedule). Cluster profile: node allocatable from the Kubernetes API (Ready,
+schedulable nodes); local profile: the GPUs NVML finds. A node that goes NotReady or is cordoned shrinks its
+pools at the next sync and grows them back when it returns; team shares shrink in proportion. Every GPU
+pool counts deferred tasks (``include_deferred``), so a deferrable KubernetesPodOperator waiting on its pod
+keeps its GPUs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from mlplatform.config.settings import Settings
+from mlplatform.gpu.inventory import ClusterInventory, cluster_inventory
+from mlplatform.gpu.quota import PoolPlan, load_quota, plan_pools
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    pools: list[PoolPlan]
+    inventory: ClusterInventory
+    changed: list[str]
+
+
+def read_cluster_inventory(s: Settings, count_unusable: bool = False) -> ClusterInventory:
+    from kubernetes import client as k8s
+    from kubernetes import config as kconfig
+
+    from mlplatform.launch.pods import gpu_profiles
+    from mlplatform.stack.k8s import kubeconfig_path
+
+    api = kconfig.new_client_from_config(config_file=s.kubeconfig or str(kubeconfig_path(s)))
+    try:
+        return cluster_inventory(k8s.CoreV1Api(api), gpu_profiles(), count_unusable=count_unusable)
+    finally:
+        api.close()
+
+
+def apply_pools(client: Any, plans: list[PoolPlan]) -> list[str]:
+    """Create or resize each pool through the Airflow REST API; returns the pools whose size changed."""
+    from mlplatform.stack.airflow_api import AirflowApiError
+
+    existing = {p["name"]: p for p in client.request("GET", "/pools", params={"limit": 1000})["pools"]}
+    changed = []
+    for plan in plans:
+        body = {"slots": plan.slots, "description": plan.description, "include_deferred": True}
+        old = existing.get(plan.name)
+        if old is None:
+            try:
+                client.request("POST", "/pools", json={"name": plan.name, **body})
+            except AirflowApiError as exc:  # created by a concurrent sync since the GET
+                if "409" not in str(exc):
+                    raise
+                client.request("PATCH", f"/pools/{plan.name}", json={"pool": plan.name, **body})
+            changed.append(plan.name)
+        elif (old["slots"], old.get("description"), old.get("include_deferred")) != (
+            plan.slots,
+            plan.description,
+            True,
+        ):
+            client.request("PATCH", f"/pools/{plan.name}", json={"pool": plan.name, **body})
+            if old["slots"] != plan.slots:
+                changed.append(plan.name)
+    return changed
+
+
+def sync_gpu_pools(s: Settings, client: Any, inventory: ClusterInventory | None = None) -> SyncResult:
+    inv = inventory or read_cluster_inventory(s)
+    source = "k8s node allocatable"
+    if inv.excluded:
+        source += ", not counted: " + ", ".join(f"{n} {why}" for n, why in sorted(inv.excluded.items()))
+    plans = plan_pools(inv.allocatable, load_quota(s.gpu_quota_file), source)
+    changed = apply_pools(client, plans)
+    for name in changed:
+        log.info("GPU pool %s resized: %s", name, next(p.description for p in plans if p.name == name))
+    return SyncResult(plans, inv, changed)

@@ -1,0 +1,54 @@
+"""The training pod operator: a KubernetesPodOperator whose GPU ask comes from the run, not from parse time.
+
+At parse time the task carries the default profile's pool, slots and pod (so the DAG parses, and the cluster
+policy checks it). The scheduler's ``task_instance_mutation_hook`` re-routes the task instance to the run's
+pool, slots and priority weight; this operator, when it builds the pod, applies the same
+:class:`~mlplatform.gpu.quota.GpuRequest` to the container resources, node selector, tolerations, priority
+class, labels (team, profile, Kueue queue) and the process count. Both read the run's conf through
+:func:`~mlplatform.gpu.quota.request_for_conf`, so the pool and the pod never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import models as k8s
+
+from mlplatform.gpu.quota import GpuRequest
+
+
+def with_process_count(cmds: list[str], arguments: list[str], gpus: int) -> tuple[list[str], list[str]]:
+    """torchrun with one process per GPU for several GPUs, plain python for one (see pods.training_command)."""
+    args = list(arguments)
+    if cmds == ["torchrun"]:
+        args = [a for a in args if a != "--standalone" and not a.startswith("--nproc-per-node=")]
+    if gpus > 1:
+        return ["torchrun"], ["--standalone", f"--nproc-per-node={gpus}", *args]
+    return ["python"], args
+
+
+def apply_request(op: KubernetesPodOperator, req: GpuRequest) -> None:
+    from mlplatform.launch.pods import GPU_TOLERATION
+
+    old = op.container_resources
+    base = {k: v for k, v in ((old.limits if old else None) or {}).items() if not str(k).startswith("nvidia.com/")}
+    limits = {**base, req.resource: str(req.gpus)}
+    op.container_resources = k8s.V1ResourceRequirements(requests=limits, limits=limits)
+    op.node_selector = dict(req.node_selector)
+    op.tolerations = [k8s.V1Toleration(**GPU_TOLERATION)]
+    op.priority_class_name = req.priority_class
+    op.labels = {**(op.labels or {}), **req.labels()}
+    op.cmds, op.arguments = with_process_count(list(op.cmds or []), list(op.arguments or []), req.gpus)
+
+
+class GpuPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator + the run's GPU request (see the module doc)."""
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        if context is not None:
+            from mlplatform.config.settings import get_settings
+            from mlplatform.gpu.quota import request_for_conf
+
+            apply_request(self, request_for_conf(dict(context["params"]), get_settings().gpu_quota_file))
+        return super().build_pod_request_obj(context, dry_run=dry_run)

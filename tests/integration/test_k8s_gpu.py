@@ -1,0 +1,203 @@
+"""The GPU quota against a real Kubernetes control plane (etcd, kube-apiserver, kube-scheduler built from the
+Go module proxy, kwok's simulated GPU nodes) and the test stack's real Airflow: node allocatable becomes pool
+sizes, a NotReady or cordoned node shrinks them, each run's GPU ask lands its pod on the right node, and an
+ask no pool can satisfy is refused before anything starts."""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from mlplatform.gpu.quota import GpuQuotaError, load_quota
+from mlplatform.stack import process
+from mlplatform.stack.airflow_api import AirflowClient
+from mlplatform.stack.k8s import K8S_SERVICES, api_client, apply_manifests, bootstrap_cluster, fetch_k8s
+
+pytestmark = pytest.mark.k8s
+
+
+@pytest.fixture(scope="module")
+def control_plane(stack, settings):  # type: ignore[no-untyped-def]
+    """The stack's control plane, started for this module (the binaries are built once per machine: in CI
+    `make test` starts that build in the background before the suite, and this waits for it)."""
+    fetch_k8s(settings)
+    before = {s.name for s in stack.status() if s.running}
+    stack.up(only=list(K8S_SERVICES))
+    bootstrap_cluster(settings)  # idempotent: also where the control plane ran before (MLP_KEEP_STACK)
+    yield settings
+    for svc in reversed(stack.services):
+        if svc.name in K8S_SERVICES and svc.name not in before:
+            process.stop(stack.pid_file(svc))
+
+
+@pytest.fixture
+def core(control_plane):  # type: ignore[no-untyped-def]
+    from kubernetes import client as k8s
+
+    api = api_client(control_plane)
+    yield k8s.CoreV1Api(api)
+    api.close()
+
+
+@pytest.fixture
+def airflow(stack, settings):  # type: ignore[no-untyped-def]
+    return AirflowClient(settings.airflow_url, settings.airflow_admin, stack.admin_password())
+
+
+def _set_ready(core, node: str, ready: bool) -> None:  # type: ignore[no-untyped-def]
+    """What a kubelet that stops posting status looks like (there is no controller-manager to do it)."""
+    status = "True" if ready else "False"
+    body = {"status": {"conditions": [{"type": "Ready", "status": status, "reason": "Simulated", "message": "test"}]}}
+    core.patch_node_status(node, body)
+
+
+def _pools(airflow) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    return {p["name"]: p for p in airflow.request("GET", "/pools", params={"limit": 1000})["pools"]}
+
+
+def test_pools_follow_node_allocatable_and_shrink_with_a_notready_or_cordoned_node(control_plane, core, airflow):
+    from mlplatform.gpu.sync import read_cluster_inventory, sync_gpu_pools
+
+    inv = read_cluster_inventory(control_plane)
+    assert inv.allocatable == {"h100": 8, "a100": 4, "l4": 4, "mig_1g10gb": 4, "mig_3g40gb": 1, "l4_shared": 4}
+    assert inv.largest_node["h100"] == 4
+    sync_gpu_pools(control_plane, airflow)
+    pools = _pools(airflow)
+    assert pools["gpu_h100__support-ml"]["slots"] == 6
+    assert pools["gpu_h100__search"]["slots"] == 2
+    assert pools["gpu_h100"]["slots"] == 0  # every H100 is some team's share
+    assert pools["gpu_a100"]["slots"] == 4
+    assert pools["gpu_l4_shared"]["slots"] == 4
+    assert all(p["include_deferred"] for name, p in pools.items() if name.startswith("gpu_") and name != "gpu_local")
+    try:
+        _set_ready(core, "h100-b", False)
+        result = sync_gpu_pools(control_plane, airflow)
+        assert result.inventory.excluded == {"h100-b": "NotReady"}
+        pools = _pools(airflow)
+        assert (pools["gpu_h100__support-ml"]["slots"], pools["gpu_h100__search"]["slots"]) == (3, 1)
+        assert "h100-b NotReady" in pools["gpu_h100__search"]["description"]
+        assert sorted(result.changed) == ["gpu_h100__search", "gpu_h100__support-ml"]
+        _set_ready(core, "h100-b", True)
+        core.patch_node("h100-a", {"spec": {"unschedulable": True}})  # kubectl cordon
+        sync_gpu_pools(control_plane, airflow)
+        pools = _pools(airflow)
+        assert (pools["gpu_h100__support-ml"]["slots"], pools["gpu_h100__search"]["slots"]) == (3, 1)
+    finally:
+        _set_ready(core, "h100-b", True)
+        core.patch_node("h100-a", {"spec": {"unschedulable": False}})
+    assert sync_gpu_pools(control_plane, airflow).inventory.allocatable["h100"] == 8
+    pools = _pools(airflow)
+    assert (pools["gpu_h100__support-ml"]["slots"], pools["gpu_h100__search"]["slots"]) == (6, 2)
+
+
+def test_an_ask_no_pool_can_ever_satisfy_is_refused_at_check_conf(control_plane):
+    from mlplatform.pipeline.checks import check_cluster_ask
+
+    check_cluster_ask({"gpu_profile": "h100", "gpus": 4, "team": "support-ml"})  # fits a node and the share
+    with pytest.raises(GpuQuotaError, match=r"'h100' with gpus=3 .* pool 'gpu_h100__search' has 2 slot"):
+        check_cluster_ask({"gpu_profile": "h100", "gpus": 3, "team": "search"})
+    with pytest.raises(GpuQuotaError, match=r"'h100' with gpus=6 .* largest node has 4 nvidia.com/gpu"):
+        check_cluster_ask({"gpu_profile": "h100", "gpus": 6, "team": "support-ml"})
+    with pytest.raises(GpuQuotaError, match=r"'mig_3g40gb' with gpus=2 .* pool 'gpu_mig_3g40gb' has 1 slot"):
+        check_cluster_ask({"gpu_profile": "mig_3g40gb", "gpus": 2, "team": "support-ml"})
+
+
+def _run_pod(settings, conf: dict) -> dict:  # type: ignore[no-untyped-def]
+    """GpuPodOperator.execute for a run with ``conf``, against the real API; the pod is kept (and then deleted
+    here) so the test reads what the API server recorded."""
+    from kubernetes import client as k8s
+
+    from mlplatform.launch.gpu_pod import GpuPodOperator
+    from mlplatform.launch.pods import training_pod_kwargs
+    from mlplatform.stack.k8s import kubeconfig_path
+
+    kwargs = training_pod_kwargs(task_id="train", gpus=1, profile="h100", get_logs=False)
+    kwargs.update(
+        namespace="mlplatform",
+        deferrable=False,
+        on_finish_action="keep_pod",
+        config_file=str(kubeconfig_path(settings)),
+        in_cluster=False,
+        kubernetes_conn_id=None,
+        startup_timeout_seconds=60,
+        poll_interval=1,
+        service_account_name="mlp-train",
+    )
+    op = GpuPodOperator(**kwargs)
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    ti = SimpleNamespace(
+        dag_id="ml_pipeline", task_id="train", run_id=run_id, map_index=-1, try_number=1, xcom_push=lambda *a, **k: None
+    )
+    context = {
+        "ti": ti,
+        "task_instance": ti,
+        "run_id": run_id,
+        "params": conf,
+        "dag": SimpleNamespace(dag_id="ml_pipeline"),
+        "dag_run": SimpleNamespace(run_id=run_id, conf=conf),
+    }
+    op.execute(context)
+    api = api_client(settings)
+    core = k8s.CoreV1Api(api)
+    (pod,) = core.list_namespaced_pod("mlplatform", label_selector=f"run_id={run_id}").items
+    core.delete_namespaced_pod(pod.metadata.name, "mlplatform", grace_period_seconds=0)
+    api.close()
+    return pod.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("conf", "node", "resource", "count"),
+    [
+        ({"gpu_profile": "h100", "gpus": 2, "team": "search", "priority": "high"}, "h100-", "nvidia.com/gpu", "2"),
+        ({"gpu_profile": "mig_3g40gb", "gpus": 1}, "mig-a", "nvidia.com/mig-3g.40gb", "1"),
+        ({"gpu_profile": "l4_shared", "gpus": 1, "priority": "low"}, "l4-shared-a", "nvidia.com/gpu.shared", "1"),
+    ],
+    ids=["h100", "mig", "time-sliced"],
+)
+def test_each_runs_gpu_ask_lands_its_pod_on_the_right_node(control_plane, conf, node, resource, count):
+    pod = _run_pod(control_plane, conf)
+    spec, main = pod["spec"], pod["spec"]["containers"][0]
+    assert spec["node_name"].startswith(node)
+    assert pod["status"]["phase"] == "Succeeded"
+    assert main["resources"]["limits"][resource] == count
+    assert main["resources"]["requests"][resource] == count
+    labels = pod["metadata"]["labels"]
+    team = conf.get("team", "support-ml")
+    assert labels["mlplatform/team"] == team
+    assert labels["kueue.x-k8s.io/queue-name"] == f"{team}-{conf['gpu_profile'].replace('_', '-')}"
+    assert labels["dag_id"] == "ml_pipeline"
+    assert spec["priority_class_name"] == f"mlp-training-{conf.get('priority', 'normal')}"
+    assert spec["priority"] == {"high": 100000, "normal": 10000, "low": 1000}[conf.get("priority", "normal")]
+    assert spec["security_context"]["run_as_non_root"] is True
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}.items() <= {
+        k: v for k, v in spec["tolerations"][0].items() if v is not None
+    }.items()
+    if int(count) > 1:
+        assert main["command"] == ["torchrun"]
+        assert f"--nproc-per-node={count}" in main["args"]
+
+
+def test_cluster_manifests_are_applied_and_a_schema_error_is_refused(control_plane):
+    from kubernetes.client.exceptions import ApiException
+
+    from mlplatform.stack.k8s import load_manifests
+
+    repo = control_plane.repo_root / "docker" / "k8s"
+    for name in ("priority-classes.yaml", "training-rbac.yaml", "serving.yaml", "gpu-operator-configs.yaml"):
+        assert apply_manifests(control_plane, load_manifests(repo / name), dry_run=True)
+    broken = load_manifests(repo / "priority-classes.yaml")[0]
+    broken["valu"] = broken.pop("value")  # a typo the API server's schema catches
+    with pytest.raises(ApiException) as err:
+        apply_manifests(control_plane, [broken], dry_run=True)
+    assert ".valu: field not declared in schema" in str(err.value.body)
+
+
+def test_the_quota_file_never_promises_more_than_the_cluster_has(control_plane):
+    from mlplatform.gpu.sync import read_cluster_inventory
+
+    inv = read_cluster_inventory(control_plane, count_unusable=True)
+    quota = load_quota(control_plane.gpu_quota_file)
+    for profile, have in inv.allocatable.items():
+        assert sum(shares.get(profile, 0) for shares in quota.values()) <= have, profile
