@@ -37,6 +37,7 @@ TEST_ENV = {
     "MLP_K8S_ETCD_PORT": "42379",
     "MLP_K8S_SCHEDULER_PORT": "40259",
     "MLP_K8S_KWOK_PORT": "40250",
+    "MLP_POD_LOGS": "false",  # kwok never ends a followed log (the k8s tests' pods run on simulated nodes)
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",
 }

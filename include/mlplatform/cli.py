@@ -50,6 +50,9 @@ def up(
         if flag:  # the Airflow components (and so every task) inherit it
             os.environ[var] = "1"
             get_settings.cache_clear()
+    if get_settings().k8s and not get_settings().kubeconfig:  # pods on simulated nodes: no log to follow
+        os.environ.setdefault("MLP_POD_LOGS", "false")
+        get_settings.cache_clear()
 
     stack = _stack()
     first_login = stack.admin_password() is None

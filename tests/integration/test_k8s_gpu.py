@@ -5,6 +5,7 @@ ask no pool can satisfy is refused before anything starts."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from types import SimpleNamespace
 
@@ -201,3 +202,105 @@ def test_the_quota_file_never_promises_more_than_the_cluster_has(control_plane):
     quota = load_quota(control_plane.gpu_quota_file)
     for profile, have in inv.allocatable.items():
         assert sum(shares.get(profile, 0) for shares in quota.values()) <= have, profile
+
+
+def _gpu_use(core) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """H100s held by bound, unfinished pods, in all and per team label (what the API server records)."""
+    use: dict[str, int] = {"all": 0}
+    for pod in core.list_namespaced_pod("mlplatform").items:
+        if not pod.spec.node_name or pod.status.phase not in ("Pending", "Running"):
+            continue
+        n = sum(int((c.resources.requests or {}).get("nvidia.com/gpu", 0)) for c in pod.spec.containers)
+        team = (pod.metadata.labels or {}).get("mlplatform/team", "?")
+        use["all"] += n
+        use[team] = use.get(team, 0) + n
+    return use
+
+
+def _slots_in_use(airflow) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """pool_slots of the train tasks Airflow has started (queued, running, deferred), per pool."""
+    states = ["queued", "running", "deferred"]
+    data = airflow.request(
+        "GET", "/dags/train_on_cluster/dagRuns/~/taskInstances", params={"state": states, "limit": 100}
+    )
+    use: dict[str, int] = {}
+    for ti in data["task_instances"]:
+        if ti["task_id"] == "train":
+            use[ti["pool"]] = use.get(ti["pool"], 0) + ti["pool_slots"]
+    return use
+
+
+def test_contention_never_exceeds_the_gpus_nor_a_share_and_high_priority_goes_first(control_plane, core, airflow):
+    """10 jobs of 2 H100s (6 from support-ml: 3 low then 3 high; 4 from search) on 8 H100s shared 6/2. The nodes
+    are NotReady while the runs queue, so the pools are empty and the jobs wait in Airflow (no pod hangs
+    Pending); when the nodes return, the pools grow and the jobs run."""
+    import threading
+
+    from mlplatform.gpu.sync import sync_gpu_pools
+
+    airflow.wait_for_dag("train_on_cluster")
+    for node in ("h100-a", "h100-b"):
+        _set_ready(core, node, False)
+    try:
+        sync_gpu_pools(control_plane, airflow)
+        assert _pools(airflow)["gpu_h100__support-ml"]["slots"] == 0
+        airflow.unpause("train_on_cluster")
+        runs = {}
+        for i, (team, priority) in enumerate(
+            [("support-ml", "low")] * 3 + [("support-ml", "high")] * 3 + [("search", "normal")] * 4
+        ):
+            conf = {"gpu_profile": "h100", "gpus": 2, "team": team, "priority": priority}
+            runs[airflow.trigger("train_on_cluster", conf)] = (team, priority, i)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # every train task waits for its pool, none has a pod
+            states = [airflow.task_states("train_on_cluster", r).get("train") for r in runs]
+            if all(s == "scheduled" for s in states):
+                break
+            time.sleep(2)
+        assert all(s == "scheduled" for s in states), states
+        assert core.list_namespaced_pod("mlplatform").items == []
+    finally:
+        for node in ("h100-a", "h100-b"):
+            _set_ready(core, node, True)
+
+    peaks: dict[str, int] = {}
+    over: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            k8s_use, af_use = _gpu_use(core), _slots_in_use(airflow)
+            for key, value in [*(("k8s:" + k, v) for k, v in k8s_use.items()), *af_use.items()]:
+                peaks[key] = max(peaks.get(key, 0), value)
+            if k8s_use["all"] > 8 or k8s_use.get("support-ml", 0) > 6 or k8s_use.get("search", 0) > 2:
+                over.append(f"k8s {k8s_use}")
+            if af_use.get("gpu_h100__support-ml", 0) > 6 or af_use.get("gpu_h100__search", 0) > 2:
+                over.append(f"airflow {af_use}")
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        sync_gpu_pools(control_plane, airflow)  # the nodes are back: 6 / 2
+        finals = {r: airflow.wait_for_run("train_on_cluster", r, timeout=600) for r in runs}
+    finally:
+        stop.set()
+        sampler.join()
+    assert set(finals.values()) == {"success"}, finals
+    assert not over, over[:5]
+    assert peaks["k8s:all"] == 8  # the cluster was used to the full, and never beyond
+    assert peaks["gpu_h100__support-ml"] == 6
+    assert peaks["gpu_h100__search"] == 2
+    starts = {}
+    for run_id, (team, priority, _) in runs.items():
+        ti = airflow.request("GET", f"/dags/train_on_cluster/dagRuns/{run_id}/taskInstances/train")
+        starts[run_id] = (team, priority, ti["start_date"], ti["pool"], ti["pool_slots"], ti["priority_weight"])
+    assert {(t, p, pool, slots) for t, p, _, pool, slots, _ in starts.values()} == {
+        ("support-ml", "low", "gpu_h100__support-ml", 2),
+        ("support-ml", "high", "gpu_h100__support-ml", 2),
+        ("search", "normal", "gpu_h100__search", 2),
+    }
+    high = sorted(s[2] for s in starts.values() if s[1] == "high")
+    low = sorted(s[2] for s in starts.values() if s[1] == "low")
+    assert high[-1] < low[0], (high, low)  # queued together: every high job started before any low one
+    print(f"contention: peaks {peaks}; starts {sorted(starts.values(), key=lambda s: s[2])}")

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     kubeconfig: str = Field(
         default="", description="kubeconfig of the cluster GPU pools are synced from (empty: the local control plane's)"
     )
+    k8s_sim_pod_seconds: float = Field(
+        default=8.0, gt=0, description="how long a pod runs on the simulated nodes before it Succeeds (kwok)"
+    )
+    pod_logs: bool = Field(
+        default=True,
+        description="KubernetesPodOperator follows the training pod's log; off against the simulated nodes, "
+        "whose followed logs never end (kwok)",
+    )
     gpu_quota_file: Path = Field(
         default=REPO_ROOT / "include" / "mlplatform" / "gpu" / "quota.yaml",
         description="team shares of each GPU profile (the committed quota file)",

@@ -28,6 +28,14 @@ def _is_gpu_pool(pool: str | None) -> bool:
     return bool(pool and pool.startswith(GPU_POOL_PREFIX))
 
 
+def _is_profile_pool(pool: str | None) -> bool:
+    """A pool of a cluster GPU profile (gpu_<profile> or a team's gpu_<profile>__<team>), not gpu_local."""
+    from mlplatform.launch.pods import gpu_profiles
+
+    base = (pool or "").split("__", 1)[0]
+    return any(p["pool"] == base for p in gpu_profiles().values())
+
+
 def task_policy(task: Any) -> None:
     from airflow.exceptions import AirflowClusterPolicyViolation
 
@@ -50,9 +58,9 @@ def task_instance_mutation_hook(task_instance: Any, dag_run: Any = None) -> None
     from mlplatform.config.settings import get_settings
     from mlplatform.gpu.quota import request_for_conf
 
-    s = get_settings()
-    if dag_run is None or s.profile != "cluster" or not _is_gpu_pool(task_instance.pool):
+    if dag_run is None or not _is_profile_pool(task_instance.pool):
         return
+    s = get_settings()
     try:
         req = request_for_conf(dag_run.conf or {}, s.gpu_quota_file)
     except (ValueError, TypeError):

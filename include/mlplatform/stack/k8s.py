@@ -169,7 +169,12 @@ def kwok_config(s: Settings) -> Path:
         (stages / rel).read_text()
         for rel in ("node/heartbeat/node-heartbeat.yaml", "pod/fast/pod-ready.yaml", "pod/fast/pod-delete.yaml")
     ]
-    ours = (SIM_DIR / "kwok-stages.yaml").read_text().replace("__RUN__", str(k8s_dir(s)))
+    ours = (
+        (SIM_DIR / "kwok-stages.yaml")
+        .read_text()
+        .replace("__RUN__", str(k8s_dir(s)))
+        .replace("__POD_MS__", str(int(s.k8s_sim_pod_seconds * 1000)))
+    )
     docs.append(ours)
     ids = exec_ids()
     if ids:

@@ -209,6 +209,8 @@ def _mlp_env(s: Settings) -> dict[str, str]:
         "MLP_SPARK_MASTER": s.spark_submit_master,
         "MLP_CONSUMER_GROUP": s.consumer_group,
         "MLP_WATCH_GROUP": s.watch_group,
+        # the kubernetes_default connection: the configured cluster, or the local control plane's
+        "MLP_KUBECONFIG": s.kubeconfig or str(s.home / "k8s" / "kubeconfig"),
     }
 
 
