@@ -48,10 +48,10 @@ def train_on_cluster() -> None:
 
         params = dict(get_current_context()["params"])
         try:
-            check_cluster_ask(params)
+            est = check_cluster_ask(params)
         except GpuQuotaError as exc:  # no retry can fix it
             raise AirflowFailException(str(exc)) from exc
-        return {k: params[k] for k in ("gpu_profile", "gpus", "team", "priority")}
+        return {"ask": {k: params[k] for k in ("gpu_profile", "gpus", "team", "priority")}, "estimate": est}
 
     from mlplatform.launch.gpu_pod import GpuPodOperator
     from mlplatform.launch.pods import training_pod_kwargs

@@ -345,6 +345,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "git_sha": git_sha(),
             "gpu_type": gpu_type(),
             "device": str(device),
+            # the GPU profile and team of a cluster pod (GpuPodOperator): what cost estimates read back
+            **{
+                tag: os.environ[var]
+                for tag, var in (("mlplatform.gpu_profile", "MLP_GPU_PROFILE"), ("mlplatform.team", "MLP_TEAM"))
+                if os.environ.get(var)
+            },
         }
     )
 

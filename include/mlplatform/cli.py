@@ -468,5 +468,60 @@ def _summarise(states: dict[str, str]) -> str:
     return f"{done}/{len(states)} tasks done" + (f", running {', '.join(running)}" if running else "")
 
 
+gpu_app = typer.Typer(help="The GPU quota: pools from the real inventory, GPU-hours and cost.")
+app.add_typer(gpu_app, name="gpu")
+
+
+def _airflow_client():  # type: ignore[no-untyped-def]
+    import httpx
+
+    from mlplatform.stack.airflow_api import AirflowClient
+
+    s = get_settings()
+    try:
+        httpx.get(f"{s.airflow_url}/api/v2/version", timeout=5)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]Airflow's API is not reachable at {s.airflow_url}[/] ({exc}); start the stack: mlp up")
+        raise typer.Exit(1) from exc
+    return AirflowClient(s.airflow_url, s.airflow_admin, _stack().admin_password() or "")
+
+
+@gpu_app.command("sync")
+def gpu_sync() -> None:
+    """Size every GPU pool from the cluster's node allocatable (Ready, schedulable nodes) and the quota file."""
+    from mlplatform.gpu.sync import sync_gpu_pools
+
+    result = sync_gpu_pools(get_settings(), _airflow_client())
+    table = Table("pool", "slots", "where from")
+    for plan in result.pools:
+        mark = " [yellow](changed)[/]" if plan.name in result.changed else ""
+        table.add_row(plan.name + mark, str(plan.slots), plan.description)
+    console.print(table)
+
+
+@gpu_app.command("report")
+def gpu_report(
+    days: Annotated[int, typer.Option(min=1, help="how far back to count")] = 7,
+) -> None:
+    """GPU-hours and cost per team and per user (Airflow's metadata: duration × pool_slots, by profile, at the
+    profile's price), and each run's estimate beside its actual cost."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlplatform.gpu.cost import price_of, totals, usage
+
+    rows = usage(_airflow_client(), datetime.now(UTC) - timedelta(days=days))
+    for by in ("team", "user"):
+        table = Table(by, "profile", "GPU-hours", "USD", title=f"GPU use per {by}, last {days} days")
+        for (who, profile), (hours, usd) in sorted(totals(rows, by).items()):
+            table.add_row(who, profile, f"{hours:.3f}", f"{usd:.2f}")
+        console.print(table)
+    runs = Table("dag", "run", "team", "user", "profile", "GPUs", "state", "estimate USD", "actual USD", title="runs")
+    for r in rows:
+        est = "-" if r.estimate_usd is None else f"{r.estimate_usd:.3f}"
+        actual = f"{r.gpu_hours * price_of(r.profile):.3f}"
+        runs.add_row(r.dag_id, r.run_id, r.team, r.user, r.profile, str(r.gpus), r.state, est, actual)
+    console.print(runs)
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -304,3 +304,42 @@ def test_contention_never_exceeds_the_gpus_nor_a_share_and_high_priority_goes_fi
     low = sorted(s[2] for s in starts.values() if s[1] == "low")
     assert high[-1] < low[0], (high, low)  # queued together: every high job started before any low one
     print(f"contention: peaks {peaks}; starts {sorted(starts.values(), key=lambda s: s[2])}")
+
+
+def test_a_run_shows_its_estimate_before_and_its_cost_after(control_plane, airflow):
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    from mlplatform.gpu.cost import usage
+    from mlplatform.gpu.sync import sync_gpu_pools
+
+    since = datetime.now(UTC)
+    sync_gpu_pools(control_plane, airflow)
+    airflow.wait_for_dag("train_on_cluster")
+    airflow.unpause("train_on_cluster")
+    conf = {"gpu_profile": "mig_1g10gb", "gpus": 1, "team": "search", "max_steps": 900, "batch_size": 32}
+    run_id = airflow.trigger("train_on_cluster", conf)
+    assert airflow.wait_for_run("train_on_cluster", run_id, timeout=300) == "success"
+    est = airflow.xcom("train_on_cluster", run_id, "check_gpu_ask")["estimate"]
+    # 900 steps x 32 samples at the nominal 110 samples/s of a 1g.10gb slice (no measured run of it yet)
+    assert est["throughput_source"].startswith("nominal")
+    assert est["gpu_hours"] == pytest.approx(900 * 32 / 110 / 3600, abs=1e-4)
+    assert est["usd"] == round(est["gpu_hours"] * 0.64, 2)
+    (row,) = [r for r in usage(airflow, since) if r.run_id == run_id]
+    assert (row.team, row.profile, row.gpus, row.pool) == ("search", "mig_1g10gb", 1, "gpu_mig_1g10gb__search")
+    assert row.seconds > 0
+    assert row.user == control_plane.airflow_admin
+    assert row.estimate_usd == est["usd"]
+    out = subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "gpu", "report", "--days", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**__import__("os").environ, "COLUMNS": "250"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert run_id in out.stdout
+    assert "GPU use per team" in out.stdout
+    assert "GPU use per user" in out.stdout

@@ -103,7 +103,8 @@ def gpu_hours_by_team(session: Any, since: datetime) -> dict[str, dict[str, floa
     )
     out: dict[str, dict[str, float]] = {}
     for pool, slots, duration, owners in rows:
-        team = (owners or "unknown").split(",")[0].strip() or "unknown"
+        # a team's own pool names the team; a shared pool counts for the DAG's owner
+        team = pool.split("__", 1)[1] if "__" in pool else (owners or "unknown").split(",")[0].strip() or "unknown"
         hours = (duration or 0.0) * (slots or 1) / 3600
         out.setdefault(team, {}).setdefault(pool, 0.0)
         out[team][pool] += hours

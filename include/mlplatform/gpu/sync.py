@@ -67,12 +67,16 @@ def apply_pools(client: Any, plans: list[PoolPlan]) -> list[str]:
     return changed
 
 
-def sync_gpu_pools(s: Settings, client: Any, inventory: ClusterInventory | None = None) -> SyncResult:
+def sync_gpu_pools(
+    s: Settings, client: Any, inventory: ClusterInventory | None = None, dry_run: bool = False
+) -> SyncResult:
     inv = inventory or read_cluster_inventory(s)
     source = "k8s node allocatable"
     if inv.excluded:
         source += ", not counted: " + ", ".join(f"{n} {why}" for n, why in sorted(inv.excluded.items()))
     plans = plan_pools(inv.allocatable, load_quota(s.gpu_quota_file), source)
+    if dry_run:
+        return SyncResult(plans, inv, [])
     changed = apply_pools(client, plans)
     for name in changed:
         log.info("GPU pool %s resized: %s", name, next(p.description for p in plans if p.name == name))

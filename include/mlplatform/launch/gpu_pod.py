@@ -40,6 +40,10 @@ def apply_request(op: KubernetesPodOperator, req: GpuRequest) -> None:
     op.priority_class_name = req.priority_class
     op.labels = {**(op.labels or {}), **req.labels()}
     op.cmds, op.arguments = with_process_count(list(op.cmds or []), list(op.arguments or []), req.gpus)
+    tagged = {"MLP_GPU_PROFILE": req.profile, "MLP_TEAM": req.team}  # the MLflow run's tags
+    op.env_vars = [e for e in (op.env_vars or []) if e.name not in tagged] + [
+        k8s.V1EnvVar(name=k, value=v) for k, v in tagged.items()
+    ]
 
 
 class GpuPodOperator(KubernetesPodOperator):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mlplatform.config.settings import get_settings
 from mlplatform.gpu.inventory import local_gpus
 from mlplatform.gpu.quota import GpuQuotaError
 from mlplatform.pipeline.params import parse_conf
+
+log = logging.getLogger(__name__)
 
 
 def check_run_conf(params: dict[str, Any]) -> dict[str, Any]:
@@ -27,9 +30,10 @@ def check_run_conf(params: dict[str, Any]) -> dict[str, Any]:
     return conf.model_dump()
 
 
-def check_cluster_ask(conf: dict[str, Any]) -> None:
+def check_cluster_ask(conf: dict[str, Any]) -> dict[str, Any]:
     """Refuse a GPU ask no pool can ever satisfy: more than the team's pool has with every node back, or more
-    than one node has. The message names the profile, the count and the pool's size."""
+    than one node has. The message names the profile, the count and the pool's size. Returns the run's cost
+    estimate (gpu/cost.py), which is also logged."""
     from mlplatform.gpu.quota import check_fits, load_quota, plan_pools, request_for_conf
     from mlplatform.gpu.sync import read_cluster_inventory
 
@@ -41,3 +45,14 @@ def check_cluster_ask(conf: dict[str, Any]) -> None:
     inv = read_cluster_inventory(s, count_unusable=True)
     sizes = {p.name: p.slots for p in plan_pools(inv.allocatable, load_quota(s.gpu_quota_file), "every node")}
     check_fits(req, sizes, inv.largest_node)
+    from mlplatform.gpu.cost import estimate, measured_samples_per_s
+
+    est = estimate(req, conf, measured_samples_per_s(req.profile, s.mlflow_uri, s.model_name))
+    if "usd" in est:
+        log.info(
+            "estimate: %s GPU-hours of %s for team %s, about %.2f USD (%s samples/s per GPU, %s)",
+            est["gpu_hours"], req.profile, req.team, est["usd"], est["samples_per_s_per_gpu"], est["throughput_source"],
+        )  # fmt: skip
+    else:
+        log.info("estimate: %s", est["note"])
+    return est

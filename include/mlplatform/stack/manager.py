@@ -103,6 +103,14 @@ class Stack:
             on_event("airflow-settings", "provisioning connections, pools, variables")
             self.provision_airflow()
             on_event("airflow-settings", "done")
+            if self.s.k8s or self.s.kubeconfig:
+                on_event("gpu-pools", "sizing the GPU pools from the cluster's nodes")
+                from mlplatform.gpu.sync import sync_gpu_pools
+                from mlplatform.stack.airflow_api import AirflowClient
+
+                client = AirflowClient(self.s.airflow_url, self.s.airflow_admin, self.admin_password() or "")
+                changed = sync_gpu_pools(self.s, client).changed
+                on_event("gpu-pools", f"resized: {', '.join(changed) or 'none'}")
 
     def down(self) -> list[str]:
         stopped = []
@@ -145,6 +153,19 @@ class Stack:
         for pool in doc.get("pools", []):
             if pool.get("pool_slot") == "nvml":
                 pool["pool_slot"] = gpus
+        password = self.admin_password()
+        if password:  # the sync_gpu_pools DAG resizes pools through the REST API, as the admin
+            doc.setdefault("connections", []).append(
+                {
+                    "conn_id": "airflow_api",
+                    "conn_type": "http",
+                    "conn_host": self.s.host,
+                    "conn_port": str(self.s.airflow_port),
+                    "conn_schema": "http",
+                    "conn_login": self.s.airflow_admin,
+                    "conn_password": password,
+                }
+            )
         from mlplatform.ingest.schemas import load_subjects
         from mlplatform.pipeline.tasks import lane_pool
 
@@ -176,7 +197,7 @@ class Stack:
             p["pool_name"]: {
                 "slots": int(p["pool_slot"]),
                 "description": p.get("pool_description", ""),
-                "include_deferred": False,
+                "include_deferred": p["pool_name"].startswith("gpu_"),  # a deferred GPU task keeps its GPUs
             }
             for p in doc.get("pools", [])
         }
