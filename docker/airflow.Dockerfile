@@ -18,4 +18,5 @@ COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
 COPY --chown=50000:0 config/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 COPY --chown=50000:0 spark_jobs/ /opt/mlplatform/spark_jobs/
 COPY --chown=50000:0 feature_repo/ /opt/mlplatform/feature_repo/
+COPY --chown=50000:0 docker/k8s/ /opt/mlplatform/docker/k8s/
 COPY --chown=50000:0 airflow_settings.yaml /opt/mlplatform/

@@ -523,5 +523,27 @@ def gpu_report(
     console.print(runs)
 
 
+k8s_app = typer.Typer(help="The local Kubernetes control plane (`mlp up --k8s` starts it).")
+app.add_typer(k8s_app, name="k8s")
+
+
+@k8s_app.command("init")
+def k8s_init() -> None:
+    """Write the control plane's throwaway PKI and admin kubeconfig into the state dir."""
+    from mlplatform.stack.k8s import init_files
+
+    console.print(f"kubeconfig: {init_files(get_settings())}")
+
+
+@k8s_app.command("bootstrap")
+def k8s_bootstrap() -> None:
+    """Create the namespaces, service accounts, simulated GPU nodes, priority classes, RBAC and GPU operator
+    configs on the running API server (what `mlp up --k8s` does after kwok starts). Safe to run again."""
+    from mlplatform.stack.k8s import bootstrap_cluster
+
+    bootstrap_cluster(get_settings())
+    console.print("cluster objects applied")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -89,8 +89,8 @@ def ensure_pki(pki: Path) -> None:
     tmp.mkdir(parents=True)
     (tmp / "server.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc\n"
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kube-apiserver,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
     )
     (tmp / "client.ext").write_text(
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
@@ -119,6 +119,13 @@ def ensure_pki(pki: Path) -> None:
             path.chmod(0o600)
     shutil.rmtree(pki, ignore_errors=True)
     tmp.rename(pki)
+
+
+def init_files(s: Settings) -> Path:
+    """The state dir's PKI and admin kubeconfig (``mlp k8s init``; the compose file's ``k8s-init``)."""
+    k8s_dir(s).mkdir(parents=True, exist_ok=True)
+    ensure_pki(k8s_dir(s) / "pki")
+    return write_kubeconfig(s)
 
 
 def write_kubeconfig(s: Settings) -> Path:
@@ -300,9 +307,7 @@ def k8s_services(s: Settings) -> list[Service]:
     def prepare_etcd() -> None:
         if not k8s_built(s):
             fetch_k8s(s)
-        home.mkdir(parents=True, exist_ok=True)
-        ensure_pki(pki)
-        write_kubeconfig(s)
+        init_files(s)
 
     etcd = Service(
         name="etcd",

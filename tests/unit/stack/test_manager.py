@@ -28,7 +28,7 @@ def test_services_start_dependencies_first(settings):
 def test_the_spark_cluster_is_optional_and_when_enabled_spark_default_points_at_it(settings):
     stack = Stack(settings)
     optional = {s.name for s in stack.services if s.optional}
-    assert optional == {"spark-master", "spark-worker", "s3"}
+    assert optional == {"spark-master", "spark-worker", "s3", "etcd", "kube-apiserver", "kube-scheduler", "kwok"}
     assert not any(s.wanted() for s in stack.services if s.optional)  # a plain `mlp up` starts none of them
     names = [s.name for s in stack.services]
     assert names.index("spark-master") < names.index("spark-worker") < names.index("airflow-api-server")
@@ -46,6 +46,22 @@ def test_status_leaves_out_an_optional_service_nobody_asked_for(settings, tmp_pa
     assert "spark-master" not in {r.name for r in Stack(s).status()}
     enabled = s.model_copy(update={"spark_cluster": True})
     assert {"spark-master", "spark-worker"} <= {r.name for r in Stack(enabled).status()}
+
+
+def test_the_control_plane_is_optional_starts_in_dependency_order_and_reads_the_cached_binaries(settings, tmp_path):
+    from mlplatform.stack.k8s import K8S_SERVICES, k8s_bin_dir
+
+    s = settings.model_copy(update={"home": tmp_path, "k8s": True, "k8s_api_port": 46443})
+    names = [svc.name for svc in Stack(s).services]
+    assert [n for n in names if n in K8S_SERVICES] == list(K8S_SERVICES)  # etcd, apiserver, scheduler, kwok
+    assert set(K8S_SERVICES) <= {r.name for r in Stack(s).status()}
+    apiserver = Stack(s).service("kube-apiserver").argv()
+    assert apiserver[0] == str(k8s_bin_dir(s) / "kube-apiserver")
+    assert "--secure-port=46443" in apiserver
+    assert "--authorization-mode=RBAC" in apiserver
+    assert all(
+        a.split("=")[1].startswith(("127.", "10.96.")) for a in apiserver if a.startswith(("--bind", "--service-c"))
+    )
 
 
 def test_with_s3_the_stack_runs_moto_and_mlflow_stores_its_artifacts_in_the_bucket(settings):
