@@ -1,7 +1,9 @@
 """
 ### sync_gpu_pools: the GPU pools follow the real inventory
 
-Every 5 minutes (and at `mlp up`): each GPU profile's pools are sized from the Kubernetes API's node
+Every 5 minutes (and at `mlp up`; paused at creation unless a cluster is configured, unpause it on a GPU
+host): on the local profile `gpu_local` is the healthy GPUs NVML finds (ECC, row remapping, temperature); with
+a cluster, each GPU profile's pools are sized from the Kubernetes API's node
 allocatable, summed over Ready and schedulable nodes, and split into the team shares of the quota file
 (`include/mlplatform/gpu/quota.yaml`), shrunk in proportion when nodes are gone. A node that goes NotReady
 or is cordoned shrinks its pools here, so GPU tasks wait in Airflow instead of as Pending pods, and grows
@@ -45,11 +47,16 @@ def sync_gpu_pools() -> None:
         from mlplatform.gpu.sync import sync_gpu_pools as do_sync
         from mlplatform.stack.airflow_api import AirflowClient
 
-        if not Path(S.kubeconfig or S.home / "k8s" / "kubeconfig").exists():
-            raise AirflowSkipException("no cluster configured (MLP_KUBECONFIG, or `mlp up --k8s`)")
         conn = BaseHook.get_connection("airflow_api")
         url = f"{conn.schema or 'http'}://{conn.host}:{conn.port}"
         client = AirflowClient(url, conn.login or "", conn.password or "")
+        if not Path(S.kubeconfig or S.home / "k8s" / "kubeconfig").exists():
+            if S.profile == "cluster":
+                raise AirflowSkipException("no cluster configured (MLP_KUBECONFIG, or `mlp up --k8s`)")
+            from mlplatform.gpu.sync import sync_local_pool
+
+            size, changed = sync_local_pool(S, client)
+            return {"pools": {S.gpu_pool: size}, "changed": changed}
         result = do_sync(S, client, dry_run=bool(get_current_context()["params"]["dry_run"]))
         return {"pools": {p.name: p.slots for p in result.pools}, "changed": result.changed}
 

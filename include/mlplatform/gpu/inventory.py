@@ -14,10 +14,49 @@ class GpuInfo:
     index: int
     name: str
     memory_total_mib: int
+    unhealthy: str | None = None  # why the GPU must not take work (None: healthy)
+
+
+def gpu_health(pynvml: Any, handle: Any) -> str | None:
+    """What NVML says is wrong with a GPU: uncorrected ECC errors since the driver loaded, a failed row
+    remapping (the memory needs a reset), or a temperature at or over the slowdown threshold. A check the
+    device does not support is skipped. XID errors are events, not state: NVML reports them only to a
+    listener registered before they happen (DCGM, the device plugin's health check), so they are not read here."""
+    checks: list[tuple[str, Any]] = [
+        (
+            "uncorrected ECC errors",
+            lambda: (
+                pynvml.nvmlDeviceGetTotalEccErrors(
+                    handle, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC
+                )
+                > 0
+            ),
+        ),
+        ("row remapping failed", lambda: bool(pynvml.nvmlDeviceGetRemappedRows(handle)[3])),
+        (
+            "over temperature",
+            lambda: (
+                pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+                >= pynvml.nvmlDeviceGetTemperatureThreshold(handle, pynvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+            ),
+        ),
+    ]
+    for reason, failing in checks:
+        try:
+            if failing():
+                return reason
+        except pynvml.NVMLError:  # not supported on this device or driver
+            continue
+    return None
+
+
+def healthy_count(gpus: list[GpuInfo]) -> int:
+    return sum(1 for g in gpus if g.unhealthy is None)
 
 
 def local_gpus() -> list[GpuInfo]:
-    """GPUs NVML can see on this host; an empty list where there is no driver or no GPU."""
+    """GPUs NVML can see on this host, each with its health; an empty list where there is no driver or no
+    GPU."""
     try:
         import pynvml
     except ImportError:  # nvidia-ml-py is a core dependency; guard for slim images
@@ -33,7 +72,10 @@ def local_gpus() -> list[GpuInfo]:
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            out.append(GpuInfo(i, name if isinstance(name, str) else name.decode(), int(mem.total) // 2**20))
+            why = gpu_health(pynvml, handle)
+            if why:
+                log.warning("GPU %d is unhealthy (%s): it does not count in the GPU pool", i, why)
+            out.append(GpuInfo(i, name if isinstance(name, str) else name.decode(), int(mem.total) // 2**20, why))
         return out
     finally:
         pynvml.nvmlShutdown()

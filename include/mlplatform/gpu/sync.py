@@ -81,3 +81,15 @@ def sync_gpu_pools(
     for name in changed:
         log.info("GPU pool %s resized: %s", name, next(p.description for p in plans if p.name == name))
     return SyncResult(plans, inv, changed)
+
+
+def sync_local_pool(s: Settings, client: Any) -> tuple[int, list[str]]:
+    """The local profile: ``gpu_local`` = the healthy GPUs NVML finds (an unhealthy one shrinks the pool until
+    it recovers). Returns the size and the pools changed."""
+    from mlplatform.gpu.inventory import healthy_count, local_gpus
+
+    gpus = local_gpus()
+    n = healthy_count(gpus)
+    sick = ", ".join(f"GPU {g.index} {g.unhealthy}" for g in gpus if g.unhealthy)
+    note = f"GPUs on this host, sized from NVML ({n} healthy of {len(gpus)}{'; not counted: ' + sick if sick else ''})"
+    return n, apply_pools(client, [PoolPlan(s.gpu_pool, n, note)])

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from mlplatform.config.settings import get_settings
-from mlplatform.gpu.inventory import local_gpus
+from mlplatform.gpu.inventory import healthy_count, local_gpus
 from mlplatform.gpu.quota import GpuQuotaError
 from mlplatform.pipeline.params import parse_conf
 
@@ -19,11 +19,12 @@ def check_run_conf(params: dict[str, Any]) -> dict[str, Any]:
     conf = parse_conf(params)
     s = get_settings()
     if s.profile == "local" and conf.train_device == "cuda":
-        gpus = len(local_gpus())
+        gpus = healthy_count(local_gpus())
         if gpus < max(conf.gpus, 1):
             raise GpuQuotaError(
-                f"train_device=cuda asks for {max(conf.gpus, 1)} GPU(s) but NVML finds {gpus} on this host, so pool "
-                f"'{s.gpu_pool}' has {gpus} slot(s) and the task would queue forever. Use train_device=cpu or auto."
+                f"train_device=cuda asks for {max(conf.gpus, 1)} GPU(s) but NVML finds {gpus} healthy on this host, "
+                f"so pool '{s.gpu_pool}' has {gpus} slot(s) and the task would queue forever. "
+                "Use train_device=cpu or auto."
             )
     if s.profile == "cluster":
         check_cluster_ask(conf.model_dump())

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mlplatform.config.settings import Settings
-from mlplatform.gpu.inventory import local_gpus
+from mlplatform.gpu.inventory import healthy_count, local_gpus
 from mlplatform.stack import process
 from mlplatform.stack.services import BIN, Service, ServiceError, airflow_env, all_services, settings_json, wait_healthy
 
@@ -144,7 +144,7 @@ class Stack:
             raise ServiceError(f"airflow_settings.yaml uses unknown placeholders: {sorted(missing)}")
         filled = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], raw)
         doc: dict[str, Any] = yaml.safe_load(filled)["airflow"]
-        gpus = len(local_gpus())
+        gpus = healthy_count(local_gpus())  # an unhealthy GPU (ECC, remapping, temperature) does not count
         if self.s.kafka_sasl:  # the broker wants a login: every Kafka connection carries it
             auth = {k: v for k, v in self.s.kafka_client().items() if k != "bootstrap.servers"}
             for conn in doc.get("connections", []):
