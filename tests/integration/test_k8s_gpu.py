@@ -343,3 +343,73 @@ def test_a_run_shows_its_estimate_before_and_its_cost_after(control_plane, airfl
     assert run_id in out.stdout
     assert "GPU use per team" in out.stdout
     assert "GPU use per user" in out.stdout
+
+
+def test_ml_pipelines_train_step_runs_as_a_pod_on_a_simulated_h100(control_plane):
+    """The cluster profile's own `ml_pipeline.train` task (parsed from dags/ with MLP_PROFILE=cluster) runs
+    against the API server for a run that asks for 2 H100s; the test reads the pod the API server recorded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mlplatform.stack.k8s import kubeconfig_path
+
+    run_id = f"manual__{uuid.uuid4().hex[:8]}"
+    code = f"""
+import json
+from types import SimpleNamespace
+from airflow.dag_processing.dagbag import DagBag
+from kubernetes import client as k8s, config
+db = DagBag("dags", include_examples=False)
+assert not db.import_errors, db.import_errors
+t = db.dags["ml_pipeline"].get_task("train")
+t.deferrable, t.on_finish_action, t.do_xcom_push = False, "keep_pod", False  # run in-process, keep it to read
+conf = {{"gpu_profile": "h100", "gpus": 2, "team": "support-ml", "priority": "high", "epochs": 1, "max_steps": 5}}
+ti = SimpleNamespace(dag_id="ml_pipeline", task_id="train", run_id="{run_id}", map_index=-1, try_number=1,
+                     xcom_push=lambda *a, **k: None)
+ctx = {{"ti": ti, "task_instance": ti, "run_id": "{run_id}", "params": conf,
+        "dag": SimpleNamespace(dag_id="ml_pipeline"), "dag_run": SimpleNamespace(run_id="{run_id}", conf=conf)}}
+t.execute(ctx)
+api = config.new_client_from_config(config_file="{kubeconfig_path(control_plane)}")
+core = k8s.CoreV1Api(api)
+(pod,) = core.list_namespaced_pod(t.namespace, label_selector="run_id={run_id}").items
+core.delete_namespaced_pod(pod.metadata.name, t.namespace, grace_period_seconds=0)
+print(json.dumps({{"pool": t.pool, "pod": api.sanitize_for_serialization(pod)}}))
+"""
+    env = {
+        **os.environ,
+        "MLP_PROFILE": "cluster",
+        "MLP_ARTIFACT_ROOT": "s3://ml-artifacts/mlplatform",
+        "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
+            {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig_path(control_plane))}}
+        ),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=control_plane.repo_root,
+        check=False,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    pod = json.loads(out.stdout.strip().splitlines()[-1])["pod"]
+    spec, main = pod["spec"], pod["spec"]["containers"][0]
+    assert pod["status"]["phase"] == "Succeeded"
+    assert spec["nodeName"] in ("h100-a", "h100-b")
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert main["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert any(t["key"] == "nvidia.com/gpu" and t["effect"] == "NoSchedule" for t in spec["tolerations"])
+    assert spec["priorityClassName"] == "mlp-training-high"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["serviceAccountName"] == "mlp-train"
+    assert main["command"] == ["torchrun"]
+    assert "--nproc-per-node=2" in main["args"]
+    assert main["args"][main["args"].index("--artifact-uri") + 1].startswith("s3://ml-artifacts/mlplatform/runs/")
+    assert pod["metadata"]["labels"]["mlplatform/team"] == "support-ml"
+    assert pod["metadata"]["labels"]["dag_id"] == "ml_pipeline"
+    env_vars = {e["name"]: e.get("value") for e in main["env"]}
+    assert (env_vars["MLP_GPU_PROFILE"], env_vars["MLP_TEAM"]) == ("h100", "support-ml")
