@@ -14,6 +14,7 @@ ETCD_VERSION=${ETCD_VERSION:-v3.7.0}   # the etcd k8s.io/kubernetes $K8S_VERSION
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 NICE=${MLP_BUILD_NICE:-10}
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0
+command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 mkdir -p "$(dirname "$OUT")"
 # one build at a time: a second caller waits for the first, then finds the binaries and stops
 exec 9>"${OUT%/}.lock"

@@ -16,7 +16,8 @@ from mlplatform.stack import process
 from mlplatform.stack.airflow_api import AirflowClient
 from mlplatform.stack.k8s import K8S_SERVICES, api_client, apply_manifests, bootstrap_cluster, fetch_k8s
 
-pytestmark = pytest.mark.k8s
+# the first test may wait for the control plane build that `make test` started in the background
+pytestmark = [pytest.mark.k8s, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")

@@ -106,12 +106,12 @@ class Usage:
 
 def usage(client: Any, since: datetime) -> list[Usage]:
     """Every ended task instance that held a GPU profile's pool since ``since``, from Airflow's REST API."""
-    pools = [p["name"] for p in client.request("GET", "/pools", params={"limit": 1000})["pools"]]
+    pools = [p["name"] for p in client.paged("/pools", "pools")]
     gpu_pools = [p for p in pools if profile_of_pool(p)]
     if not gpu_pools:
         return []
-    params: dict[str, Any] = {"pool": gpu_pools, "end_date_gte": since.isoformat(), "limit": 1000}
-    tis = client.request("GET", "/dags/~/dagRuns/~/taskInstances", params=params)["task_instances"]
+    params: dict[str, Any] = {"pool": gpu_pools, "end_date_gte": since.isoformat()}
+    tis = client.paged("/dags/~/dagRuns/~/taskInstances", "task_instances", params)
     users: dict[tuple[str, str], str] = {}
     owners: dict[str, str] = {}
     out = []

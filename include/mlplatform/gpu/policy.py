@@ -58,7 +58,8 @@ def task_instance_mutation_hook(task_instance: Any, dag_run: Any = None) -> None
     from mlplatform.config.settings import get_settings
     from mlplatform.gpu.quota import request_for_conf
 
-    if dag_run is None or not _is_profile_pool(task_instance.pool):
+    # only the pod operator that builds its pod from the same conf; any other GPU task keeps what it declared
+    if dag_run is None or task_instance.operator != "GpuPodOperator" or not _is_profile_pool(task_instance.pool):
         return
     s = get_settings()
     try:

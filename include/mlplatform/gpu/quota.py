@@ -35,9 +35,14 @@ class GpuQuotaError(RuntimeError):
     """A GPU ask no pool can ever satisfy (the message names the profile, the count and the pool's size)."""
 
 
-@lru_cache(maxsize=4)
 def load_quota(path: Path) -> dict[str, dict[str, int]]:
-    """``{team: {profile: gpus}}`` from the quota file; profiles must exist, shares are whole and >= 0."""
+    """``{team: {profile: gpus}}`` from the quota file; profiles must exist, shares are whole and >= 0. Read
+    again when the file changes, so a long-running scheduler routes by the same file the sync sizes from."""
+    return _load_quota(path, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _load_quota(path: Path, mtime_ns: int) -> dict[str, dict[str, int]]:
     from mlplatform.launch.pods import gpu_profiles
 
     doc = yaml.safe_load(path.read_text()) or {}
@@ -128,6 +133,14 @@ class GpuRequest:
     resource: str
     node_selector: dict[str, str] = field(default_factory=dict)
 
+    cpu_per_gpu: int = 8
+    memory_gib_per_gpu: int = 64
+
+    def host_share(self) -> dict[str, str]:
+        """CPU and memory in proportion to the GPUs (the profile's per-GPU share of its node), so every GPU a
+        pool counts can also be scheduled: a pod never waits for CPU or memory on a node with a free GPU."""
+        return {"cpu": str(self.cpu_per_gpu * self.gpus), "memory": f"{self.memory_gib_per_gpu * self.gpus}Gi"}
+
     @property
     def priority_weight(self) -> int:
         return PRIORITY_WEIGHTS[self.priority]
@@ -172,6 +185,8 @@ def request_for_conf(conf: Mapping[str, Any], quota_file: Path) -> GpuRequest:
         pool=pool_for(profile, team, load_quota(quota_file)),
         resource=str(prof["resource"]),
         node_selector={str(k): str(v) for k, v in prof["node_selector"].items()},
+        cpu_per_gpu=int(prof.get("cpu_per_gpu", 8)),
+        memory_gib_per_gpu=int(prof.get("memory_gib_per_gpu", 64)),
     )
 
 

@@ -43,7 +43,7 @@ def apply_pools(client: Any, plans: list[PoolPlan]) -> list[str]:
     """Create or resize each pool through the Airflow REST API; returns the pools whose size changed."""
     from mlplatform.stack.airflow_api import AirflowApiError
 
-    existing = {p["name"]: p for p in client.request("GET", "/pools", params={"limit": 1000})["pools"]}
+    existing = {p["name"]: p for p in client.paged("/pools", "pools")}
     changed = []
     for plan in plans:
         body = {"slots": plan.slots, "description": plan.description, "include_deferred": True}

@@ -31,17 +31,18 @@ def with_process_count(cmds: list[str], arguments: list[str], gpus: int) -> tupl
 def apply_request(op: KubernetesPodOperator, req: GpuRequest) -> None:
     from mlplatform.launch.pods import GPU_TOLERATION
 
-    old = op.container_resources
-    base = {k: v for k, v in ((old.limits if old else None) or {}).items() if not str(k).startswith("nvidia.com/")}
-    limits = {**base, req.resource: str(req.gpus)}
+    limits = {req.resource: str(req.gpus), **req.host_share()}
     op.container_resources = k8s.V1ResourceRequirements(requests=limits, limits=limits)
     op.node_selector = dict(req.node_selector)
     op.tolerations = [k8s.V1Toleration(**GPU_TOLERATION)]
     op.priority_class_name = req.priority_class
     op.labels = {**(op.labels or {}), **req.labels()}
     op.cmds, op.arguments = with_process_count(list(op.cmds or []), list(op.arguments or []), req.gpus)
+    from airflow.providers.cncf.kubernetes.backcompat.backwards_compat_converters import convert_env_vars
+
     tagged = {"MLP_GPU_PROFILE": req.profile, "MLP_TEAM": req.team}  # the MLflow run's tags
-    op.env_vars = [e for e in (op.env_vars or []) if e.name not in tagged] + [
+    current = convert_env_vars(op.env_vars or [])  # a dict until templates are rendered
+    op.env_vars = [e for e in current if e.name not in tagged] + [
         k8s.V1EnvVar(name=k, value=v) for k, v in tagged.items()
     ]
 

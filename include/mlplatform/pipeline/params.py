@@ -29,7 +29,12 @@ class PipelineConf(BaseModel):
     max_steps: int = Field(0, ge=0, description="Optimizer steps (0: epochs x steps per epoch)")
     max_length: int = Field(64, ge=8, le=512, description="Token length cap")
     batch_size: int = Field(32, ge=1, le=4096, description="Per-device batch size")
-    gpus: int = Field(1, ge=0, le=16, description="GPUs per training job (cluster profile and GPU hosts)")
+    gpus: int = Field(
+        int(os.environ.get("MLP_TRAIN_GPUS", "1")),
+        ge=0,
+        le=16,
+        description="GPUs per training job (cluster profile and GPU hosts)",
+    )
     train_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: GPU when the pool has one")
     gpu_profile: str = Field(
         os.environ.get("MLP_GPU_PROFILE", "h100"),

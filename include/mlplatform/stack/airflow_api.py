@@ -38,6 +38,16 @@ class AirflowClient:
             raise AirflowApiError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
         return resp.json() if resp.content else None
 
+    def paged(self, path: str, key: str, params: dict[str, Any] | None = None, page: int = 100) -> list[Any]:
+        """Every item of a list endpoint, page by page (the API caps a page at ``[api] maximum_page_limit``,
+        100 by default, whatever ``limit`` asks for)."""
+        items: list[Any] = []
+        while True:
+            data = self.request("GET", path, params={**(params or {}), "limit": page, "offset": len(items)})
+            items.extend(data[key])
+            if not data[key] or len(items) >= int(data.get("total_entries", len(items))):
+                return items
+
     @retry(retry=retry_if_exception_type(AirflowApiError), stop=stop_after_delay(240), wait=wait_fixed(3), reraise=True)
     def wait_for_dag(self, dag_id: str) -> dict[str, Any]:
         """Wait until the dag-processor has parsed ``dag_id``."""

@@ -97,14 +97,17 @@ def test_the_mutation_hook_takes_pool_slots_and_weight_from_the_runs_conf(monkey
     monkeypatch.setenv("MLP_PROFILE", "cluster")
     get_settings.cache_clear()
     try:
-        ti = SimpleNamespace(pool="gpu_h100__support-ml", pool_slots=1, priority_weight=1)
+        ti = SimpleNamespace(operator="GpuPodOperator", pool="gpu_h100__support-ml", pool_slots=1, priority_weight=1)
         run = SimpleNamespace(conf={"gpu_profile": "mig_1g10gb", "gpus": 2, "team": "search", "priority": "low"})
         task_instance_mutation_hook(ti, dag_run=run)
         assert (ti.pool, ti.pool_slots, ti.priority_weight) == ("gpu_mig_1g10gb__search", 2, 1)
-        cpu = SimpleNamespace(pool="default_pool", pool_slots=1, priority_weight=1)
+        cpu = SimpleNamespace(operator="PythonOperator", pool="default_pool", pool_slots=1, priority_weight=1)
         task_instance_mutation_hook(cpu, dag_run=run)
         assert cpu.pool == "default_pool"
-        bad = SimpleNamespace(pool="gpu_h100", pool_slots=1, priority_weight=1)
+        other = SimpleNamespace(operator="KubernetesPodOperator", pool="gpu_a100", pool_slots=4, priority_weight=1)
+        task_instance_mutation_hook(other, dag_run=run)  # a plain pod operator keeps the pool it declared
+        assert (other.pool, other.pool_slots) == ("gpu_a100", 4)
+        bad = SimpleNamespace(operator="GpuPodOperator", pool="gpu_h100", pool_slots=1, priority_weight=1)
         task_instance_mutation_hook(bad, dag_run=SimpleNamespace(conf={"gpu_profile": "tpu"}))
         assert bad.pool == "gpu_h100"  # left for check_conf to refuse, naming the field
     finally:
@@ -125,3 +128,30 @@ def test_the_build_script_and_the_stack_agree_on_the_kubernetes_version():
 
     script = (ROOT / "scripts" / "build-k8s.sh").read_text()
     assert f"K8S_VERSION=${{K8S_VERSION:-{K8S_VERSION}}}" in script
+
+
+def test_every_gpu_a_simulated_node_counts_can_be_scheduled_with_its_cpu_and_memory():
+    """A pool slot must never become a Pending pod: each profile's CPU and memory per GPU, times the GPUs a
+    node offers, fits the node."""
+    import yaml
+
+    from mlplatform.launch.pods import gpu_profiles
+
+    def qty(v: str) -> float:
+        units = {"Ki": 2**-20, "Mi": 2**-10, "Gi": 1, "Ti": 2**10}
+        return float(v[:-2]) * units[v[-2:]] if v[-2:] in units else float(v)
+
+    nodes = [n for n in yaml.safe_load_all((ROOT / "docker" / "k8s" / "sim" / "nodes.yaml").read_text()) if n]
+    checked = 0
+    for node in nodes:
+        labels, have = node["metadata"]["labels"], node["status"]["allocatable"]
+        cpu = mem = 0.0
+        for prof in gpu_profiles().values():
+            n = int(have.get(prof["resource"], 0))
+            if n and all(labels.get(k) == str(v) for k, v in prof["node_selector"].items()):
+                cpu += n * prof["cpu_per_gpu"]
+                mem += n * prof["memory_gib_per_gpu"]
+                checked += 1
+        assert cpu <= qty(have["cpu"]), node["metadata"]["name"]
+        assert mem <= qty(have["memory"]), node["metadata"]["name"]
+    assert checked >= 6
