@@ -132,8 +132,14 @@ def ml_pipeline() -> None:
         from mlplatform.launch.pods import training_pod_kwargs
 
         trained = GpuPodOperator(
-            **training_pod_kwargs(task_id="train", gpus=S.train_gpus, profile=S.gpu_profile, overrides=pod_overrides()),
-            do_xcom_push=True,
+            **training_pod_kwargs(
+                task_id="train",
+                gpus=S.train_gpus,
+                profile=S.gpu_profile,
+                overrides=pod_overrides(),
+                get_logs=S.pod_logs,
+            ),
+            do_xcom_push=True,  # the pod's result file (the MLflow run it logged) is `register`'s input
         )
         snapshot >> trained
     else:

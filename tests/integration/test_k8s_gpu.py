@@ -344,3 +344,189 @@ def test_a_run_shows_its_estimate_before_and_its_cost_after(control_plane, airfl
     assert run_id in out.stdout
     assert "GPU use per team" in out.stdout
     assert "GPU use per user" in out.stdout
+
+
+class _PodWatch:
+    """Every version of the pods matching ``selector`` that the API server reports (a watch from a thread):
+    what it recorded, and how many distinct pods it ever created."""
+
+    def __init__(self, settings, selector: str) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        from kubernetes import client as k8s
+        from kubernetes import watch
+
+        self.api = api_client(settings)
+        self.core = k8s.CoreV1Api(self.api)
+        self.watch = watch.Watch()
+        self.selector = selector
+        self.seen: dict[str, list[dict]] = {}  # uid -> the versions, in order
+        self.ready = threading.Event()
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30)
+
+    def _run(self) -> None:
+        stream = self.watch.stream(
+            self.core.list_namespaced_pod, "mlplatform", label_selector=self.selector, timeout_seconds=900
+        )
+        self.ready.set()
+        try:
+            for event in stream:
+                pod = self.api.sanitize_for_serialization(event["object"])
+                self.seen.setdefault(pod["metadata"]["uid"], []).append({"type": event["type"], **pod})
+        except Exception:  # the stream cut by close()
+            if not self.closed:
+                raise
+
+    def close(self) -> None:
+        self.closed = True
+        self.watch.stop()
+        self.api.close()
+        self.thread.join(10)
+
+
+def test_ml_pipelines_train_step_runs_as_a_pod_on_a_simulated_h100(control_plane, airflow, stack, settings):
+    """The cluster profile's own `ml_pipeline.train` (parsed from dags/ with MLP_PROFILE=cluster) for a run
+    that asks for 2 H100s at high priority, run by Airflow itself (`airflow tasks test`: templates rendered,
+    `conn.mlflow_default` and the snapshot's XCom resolved, deferred and resumed through a trigger) against the
+    API server; the test reads the pod the API server recorded and finds none left behind."""
+    import json
+    import subprocess
+
+    from mlplatform.stack.k8s import kubeconfig_path
+    from mlplatform.stack.services import BIN, airflow_env
+
+    airflow.wait_for_dag("ml_pipeline")
+    was_paused = airflow.request("GET", "/dags/ml_pipeline")["is_paused"]
+    airflow.request("PATCH", "/dags/ml_pipeline", json={"is_paused": True})  # the scheduler leaves the run be
+    run_id = f"k8s-train-{uuid.uuid4().hex[:8]}"
+    conf = {"gpu_profile": "h100", "gpus": 2, "team": "support-ml", "priority": "high", "epochs": 1, "max_steps": 5}
+    watch = _PodWatch(control_plane, f"dag_id=ml_pipeline,run_id={run_id}")
+    try:
+        airflow.request(
+            "POST", "/dags/ml_pipeline/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        )
+        snapshot_uri = f"s3://ml-artifacts/mlplatform/snapshots/{run_id}/training_set.parquet"
+        airflow.request(
+            "POST",
+            f"/dags/ml_pipeline/dagRuns/{run_id}/taskInstances/training_snapshot/xcomEntries",
+            json={"key": "return_value", "value": {"uri": snapshot_uri}},
+        )
+        env = {
+            **airflow_env(settings),
+            "MLP_PROFILE": "cluster",
+            "MLP_ARTIFACT_ROOT": "s3://ml-artifacts/mlplatform",
+            "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(
+                {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig_path(control_plane))}}
+            ),
+        }
+        out = subprocess.run(
+            [str(BIN / "airflow"), "tasks", "test", "ml_pipeline", "train", run_id],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=settings.repo_root,
+            check=False,
+            timeout=600,
+        )
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, log[-4000:]
+        assert "Marking task as SUCCESS" in log or "state=success" in log.lower(), log[-4000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(v[-1]["type"] == "DELETED" for v in watch.seen.values()):
+            time.sleep(0.2)
+    finally:
+        watch.close()
+        airflow.request("DELETE", f"/dags/ml_pipeline/dagRuns/{run_id}")
+        airflow.request("PATCH", "/dags/ml_pipeline", json={"is_paused": was_paused})
+    assert len(watch.seen) == 1, list(watch.seen)  # one pod, and it was deleted when the task finished
+    (versions,) = watch.seen.values()
+    assert versions[-1]["type"] == "DELETED"
+    placed = [v for v in versions if v["spec"].get("nodeName")]
+    assert [v["status"]["phase"] for v in placed][-1] in ("Running", "Succeeded")
+    pod = placed[-1]
+    spec, main = pod["spec"], next(c for c in pod["spec"]["containers"] if c["name"] == "base")
+    assert spec["nodeName"] in ("h100-a", "h100-b")
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": "2", "cpu": "24", "memory": "192Gi"}
+    assert main["resources"]["requests"] == main["resources"]["limits"]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["priorityClassName"] == "mlp-training-high"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["serviceAccountName"] == "mlp-train"
+    assert main["command"] == ["torchrun"]
+    args = main["args"]
+    assert "--nproc-per-node=2" in args
+    # the templates Airflow rendered: the snapshot's XCom, the mlflow_default connection, the run's params
+    assert args[args.index("--data") + 1] == snapshot_uri
+    assert args[args.index("--mlflow-tracking-uri") + 1].startswith(f"http://{settings.host}:{settings.mlflow_port}")
+    assert args[args.index("--max-steps") + 1] == "5"
+    assert args[args.index("--artifact-uri") + 1] == f"s3://ml-artifacts/mlplatform/runs/{run_id}"
+    labels = pod["metadata"]["labels"]
+    assert (labels["mlplatform/team"], labels["mlplatform/gpu-profile"]) == ("support-ml", "h100")
+    assert labels["kueue.x-k8s.io/queue-name"] == "support-ml-h100"
+    assert (labels["dag_id"], labels["task_id"], labels["run_id"]) == ("ml_pipeline", "train", run_id)
+    env_vars = {e["name"]: e.get("value") for e in main["env"]}
+    assert (env_vars["MLP_GPU_PROFILE"], env_vars["MLP_TEAM"], env_vars["MLP_PROFILE"]) == (
+        "h100",
+        "support-ml",
+        "cluster",
+    )
+    assert any(c["name"] == "airflow-xcom-sidecar" for c in spec["containers"])  # the result comes back by XCom
+
+
+def _task_runner(ti_id: str):  # type: ignore[no-untyped-def]
+    """The process running one task instance's code (the task runner names itself after the TI's id)."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        if " ".join(filter(None, proc.info["cmdline"] or [])) == f"airflow worker -- {ti_id}":  # setproctitle
+            return proc
+    return None
+
+
+def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(control_plane, airflow):
+    """kill -9 of the task's process while it resumes after its pod Succeeded (and before it records that):
+    the retry reattaches to the pod by its labels and finishes, instead of deleting it and training again."""
+    from mlplatform.gpu.sync import sync_gpu_pools
+
+    sync_gpu_pools(control_plane, airflow)
+    airflow.wait_for_dag("train_on_cluster")
+    airflow.unpause("train_on_cluster")
+    run_id = f"kill-{uuid.uuid4().hex[:8]}"
+    watch = _PodWatch(control_plane, f"dag_id=train_on_cluster,run_id={run_id}")
+    try:
+        conf = {"gpu_profile": "a100", "gpus": 1, "team": "search"}
+        airflow.request(
+            "POST", "/dags/train_on_cluster/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        )
+        ti_path = f"/dags/train_on_cluster/dagRuns/{run_id}/taskInstances/train"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # the pod ran to Succeeded while its task waited deferred
+            phases = [v[-1]["status"].get("phase") for v in watch.seen.values()]
+            if phases == ["Succeeded"]:
+                break
+            time.sleep(0.05)
+        assert phases == ["Succeeded"], phases
+        ti_id = airflow.request("GET", ti_path)["id"]
+        victim = None
+        while time.monotonic() < deadline and victim is None:  # try 1 resumes on a worker to finish up
+            victim = _task_runner(ti_id)
+            time.sleep(0.02)
+        assert victim is not None, "the task never resumed"
+        victim.kill()  # kill -9, before it could record the pod's success (or delete it)
+        assert [v[-1]["type"] for v in watch.seen.values()] != ["DELETED"], "killed too late: the pod was gone"
+        assert airflow.wait_for_run("train_on_cluster", run_id, timeout=300) == "success"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and [v[-1]["type"] for v in watch.seen.values()] != ["DELETED"]:
+            time.sleep(0.2)
+    finally:
+        watch.close()
+    ti = airflow.request("GET", ti_path)
+    assert ti["try_number"] == 2, ti  # the kill failed try 1; try 2 finished the task
+    assert len(watch.seen) == 1, [v[-1]["metadata"]["name"] for v in watch.seen.values()]  # no second pod
+    (versions,) = watch.seen.values()
+    assert versions[-1]["type"] == "DELETED"  # and none left behind
+    assert versions[-1]["metadata"]["labels"]["try_number"] == "1"  # the pod try 1 started

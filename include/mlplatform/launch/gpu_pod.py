@@ -48,7 +48,14 @@ def apply_request(op: KubernetesPodOperator, req: GpuRequest) -> None:
 
 
 class GpuPodOperator(KubernetesPodOperator):
-    """KubernetesPodOperator + the run's GPU request (see the module doc)."""
+    """KubernetesPodOperator + the run's GPU request (see the module doc).
+
+    A retry never trains twice for one finished pod. KubernetesPodOperator reattaches a retry to its earlier
+    try's pod while that pod runs, but one that already *Succeeded* (the worker died after the pod ended and
+    before the task recorded it) it deletes and starts again: GPU hours for a result that exists (the model
+    and its MLflow run are in the object store). This operator reattaches to that pod and finishes the task
+    from it. Without an XCom sidecar only: with one, the pod stays Running until the result is read, and a
+    Succeeded pod means the sidecar (and the result with it) is gone, so it trains again as KPO does."""
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         if context is not None:
@@ -57,3 +64,18 @@ class GpuPodOperator(KubernetesPodOperator):
 
             apply_request(self, request_for_conf(dict(context["params"]), get_settings().gpu_quota_file))
         return super().build_pod_request_obj(context, dry_run=dry_run)
+
+    def get_or_create_pod(self, pod_request_obj: k8s.V1Pod, context: Any) -> k8s.V1Pod:
+        if self.reattach_on_restart and not self.do_xcom_push:
+            pod = self._get_pod_from_task_state_store(context) or self.find_pod(
+                pod_request_obj.metadata.namespace, context=context
+            )
+            if pod is not None and pod.status is not None and pod.status.phase == "Succeeded":
+                self.log.info(
+                    "Pod %s of try %s already Succeeded: finishing from it instead of training again",
+                    pod.metadata.name,
+                    (pod.metadata.labels or {}).get("try_number"),
+                )
+                self._persist_pod_identity_to_task_state_store(context, pod)
+                return pod
+        return super().get_or_create_pod(pod_request_obj, context)
