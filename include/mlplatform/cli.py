@@ -486,17 +486,45 @@ def _airflow_client():  # type: ignore[no-untyped-def]
     return AirflowClient(s.airflow_url, s.airflow_admin, _stack().admin_password() or "")
 
 
+def _gpu_sync(dry_run: bool = False):  # type: ignore[no-untyped-def]
+    """sync_gpu_pools, with a one-line error where the cluster's API cannot be reached."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from mlplatform.gpu.sync import sync_gpu_pools
+
+    s = get_settings()
+    try:
+        return sync_gpu_pools(s, None if dry_run else _airflow_client(), dry_run=dry_run)
+    except (HTTPError, ApiException, OSError) as exc:
+        where = s.kubeconfig or "the local control plane (start it: mlp up --k8s)"
+        console.print(f"[red]the Kubernetes API of {where} is not reachable[/]: {str(exc).splitlines()[0][:300]}")
+        raise typer.Exit(1) from exc
+
+
 @gpu_app.command("sync")
 def gpu_sync() -> None:
     """Size every GPU pool from the cluster's node allocatable (Ready, schedulable nodes) and the quota file."""
-    from mlplatform.gpu.sync import sync_gpu_pools
-
-    result = sync_gpu_pools(get_settings(), _airflow_client())
+    result = _gpu_sync()
     table = Table("pool", "slots", "where from")
     for plan in result.pools:
         mark = " [yellow](changed)[/]" if plan.name in result.changed else ""
         table.add_row(plan.name + mark, str(plan.slots), plan.description)
     console.print(table)
+    if result.kueue:
+        console.print(f"Kueue: {len(result.kueue)} objects applied (the same shares as ClusterQueues)")
+
+
+@gpu_app.command("kueue")
+def gpu_kueue() -> None:
+    """Print the quota as Kueue objects (ClusterQueue + LocalQueue per GPU pool, sized from the cluster's
+    inventory now), for a cluster whose Kueue objects are applied by GitOps rather than by `mlp gpu sync`."""
+    import yaml
+
+    from mlplatform.gpu.kueue import kueue_manifests
+
+    result = _gpu_sync(dry_run=True)
+    typer.echo(yaml.safe_dump_all(kueue_manifests(result.pools), sort_keys=False), nl=False)
 
 
 @gpu_app.command("report")

@@ -168,7 +168,10 @@ def test_each_runs_gpu_ask_lands_its_pod_on_the_right_node(control_plane, conf, 
     labels = pod["metadata"]["labels"]
     team = conf.get("team", "support-ml")
     assert labels["mlplatform/team"] == team
-    assert labels["kueue.x-k8s.io/queue-name"] == f"{team}-{conf['gpu_profile'].replace('_', '-')}"
+    # the team's own queue where it has a share of the profile, else the profile's shared one (as the pool)
+    has_share = load_quota(control_plane.gpu_quota_file).get(team, {}).get(conf["gpu_profile"], 0) > 0
+    queue = f"{team if has_share else 'shared'}-{conf['gpu_profile'].replace('_', '-')}"
+    assert labels["kueue.x-k8s.io/queue-name"] == queue
     assert labels["dag_id"] == "ml_pipeline"
     assert spec["priority_class_name"] == f"mlp-training-{conf.get('priority', 'normal')}"
     assert spec["priority"] == {"high": 100000, "normal": 10000, "low": 1000}[conf.get("priority", "normal")]
@@ -194,6 +197,86 @@ def test_cluster_manifests_are_applied_and_a_schema_error_is_refused(control_pla
     with pytest.raises(ApiException) as err:
         apply_manifests(control_plane, [broken], dry_run=True)
     assert ".valu: field not declared in schema" in str(err.value.body)
+
+
+def test_kueue_queues_hold_the_pools_shares_and_a_schema_error_is_refused(control_plane, core, airflow):
+    """Kueue's own CRDs (from its Go module) on the API server: the sync applies a ClusterQueue per GPU pool
+    with the pool's size, and the LocalQueue each pod's queue-name label names; they shrink with the pools."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from mlplatform.gpu.kueue import kueue_manifests
+    from mlplatform.gpu.quota import request_for_conf
+    from mlplatform.gpu.sync import sync_gpu_pools
+
+    api = api_client(control_plane)
+    co = k8s.CustomObjectsApi(api)
+
+    def queues() -> tuple[dict, dict]:
+        cqs = co.list_cluster_custom_object("kueue.x-k8s.io", "v1beta2", "clusterqueues")["items"]
+        lqs = co.list_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", "mlplatform", "localqueues")["items"]
+        return {c["metadata"]["name"]: c for c in cqs}, {q["metadata"]["name"]: q for q in lqs}
+
+    def nominal(cq: dict, resource: str) -> int:
+        (flavor,) = cq["spec"]["resourceGroups"][0]["flavors"]
+        return int(next(r["nominalQuota"] for r in flavor["resources"] if r["name"] == resource))
+
+    try:
+        result = sync_gpu_pools(control_plane, airflow)
+        assert "ClusterQueue/mlp-support-ml-h100" in result.kueue
+        cqs, lqs = queues()
+        by_pool = {c["metadata"]["labels"]["mlplatform/airflow-pool"]: c for c in cqs.values()}
+        for plan in result.pools:  # every pool is a ClusterQueue of the same size
+            resource = {"h100": "nvidia.com/gpu", "mig_1g10gb": "nvidia.com/mig-1g.10gb"}.get(plan.profile)
+            if resource:
+                assert nominal(by_pool[plan.name], resource) == plan.slots, plan
+        assert nominal(cqs["mlp-support-ml-h100"], "cpu") == 6 * 12  # and the CPU that goes with the GPUs
+        for conf in (
+            {"gpu_profile": "h100", "gpus": 2, "team": "search"},
+            {"gpu_profile": "a100", "gpus": 1, "team": "search"},  # no share of A100s: the shared queue
+            {"gpu_profile": "mig_1g10gb", "gpus": 1, "team": "support-ml"},
+        ):
+            req = request_for_conf(conf, control_plane.gpu_quota_file)
+            local = lqs[req.labels()["kueue.x-k8s.io/queue-name"]]
+            assert cqs[local["spec"]["clusterQueue"]]["metadata"]["labels"]["mlplatform/airflow-pool"] == req.pool
+        wpc = co.get_cluster_custom_object("kueue.x-k8s.io", "v1beta2", "workloadpriorityclasses", "mlp-training-high")
+        assert wpc["value"] == k8s.SchedulingV1Api(api).read_priority_class("mlp-training-high").value
+        _set_ready(core, "h100-b", False)
+        sync_gpu_pools(control_plane, airflow)
+        cqs, _ = queues()
+        assert (
+            nominal(cqs["mlp-support-ml-h100"], "nvidia.com/gpu"),
+            nominal(cqs["mlp-search-h100"], "nvidia.com/gpu"),
+        ) == (3, 1)
+    finally:
+        _set_ready(core, "h100-b", True)
+        sync_gpu_pools(control_plane, airflow)
+        api.close()
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = subprocess.run(  # what a GitOps repo would take: the same objects, printed
+        [sys.executable, "-m", "mlplatform.cli", "gpu", "kueue"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    printed = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out.stdout) if d}
+    assert ("ClusterQueue", "mlp-search-h100") in printed
+    assert ("LocalQueue", "shared-a100") in printed
+    broken = next(d for d in kueue_manifests(result.pools) if d["kind"] == "ClusterQueue")
+    broken["spec"]["queueingStrategy"] = "Random"  # not one of Kueue's strategies
+    with pytest.raises(ApiException) as err:
+        apply_manifests(control_plane, [broken], dry_run=True)
+    assert "queueingStrategy" in str(err.value.body)
+    typo = next(d for d in kueue_manifests(result.pools) if d["kind"] == "LocalQueue")
+    typo["spec"]["clusterQueues"] = typo["spec"].pop("clusterQueue")
+    with pytest.raises(ApiException) as err:
+        apply_manifests(control_plane, [typo], dry_run=True)
+    assert "clusterQueues: field not declared in schema" in str(err.value.body)
 
 
 def test_the_quota_file_never_promises_more_than_the_cluster_has(control_plane):
@@ -259,7 +342,8 @@ def test_contention_never_exceeds_the_gpus_nor_a_share_and_high_priority_goes_fi
                 break
             time.sleep(2)
         assert all(s == "scheduled" for s in states), states
-        assert core.list_namespaced_pod("mlplatform").items == []
+        pods = core.list_namespaced_pod("mlplatform", label_selector="dag_id=train_on_cluster").items
+        assert [p for p in pods if p.metadata.labels.get("run_id") in runs] == []
     finally:
         for node in ("h100-a", "h100-b"):
             _set_ready(core, node, True)

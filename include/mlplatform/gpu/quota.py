@@ -95,6 +95,8 @@ class PoolPlan:
     name: str
     slots: int
     description: str
+    profile: str = ""
+    team: str | None = None  # None: the profile's shared pool
 
 
 def plan_pools(inventory: Mapping[str, int], quota: Mapping[str, Mapping[str, int]], source: str) -> list[PoolPlan]:
@@ -113,11 +115,13 @@ def plan_pools(inventory: Mapping[str, int], quota: Mapping[str, Mapping[str, in
                     team_pool(profile, team),
                     slots,
                     f"{team}'s share of {profile}: {slots} of {shares[team]} ({have} allocatable, {source})",
+                    profile,
+                    team,
                 )
             )
         rest = have - sum(granted.values())
         note = f"{profile} not held by a team: {rest} of {have} ({source})"
-        plans.append(PoolPlan(profile_pool(profile), rest, note))
+        plans.append(PoolPlan(profile_pool(profile), rest, note, profile))
     return plans
 
 
@@ -151,12 +155,15 @@ class GpuRequest:
 
     def labels(self) -> dict[str, str]:
         """Pod labels: team and profile, and the Kueue LocalQueue of the team (a Kueue cluster admits the pod
-        against the same share: docker/k8s/kueue.yaml)."""
+        against the same share: mlplatform.gpu.kueue)."""
+        from mlplatform.gpu.kueue import queue_name
+
+        team_share = self.pool == team_pool(self.profile, self.team)
         return {
             "mlplatform/team": self.team,
             "mlplatform/gpu-profile": self.profile.replace("_", "-"),
             "mlplatform/priority": self.priority,
-            "kueue.x-k8s.io/queue-name": f"{self.team}-{self.profile.replace('_', '-')}",
+            "kueue.x-k8s.io/queue-name": queue_name(self.profile, self.team if team_share else None),
             "kueue.x-k8s.io/priority-class": self.priority_class,
         }
 

@@ -8,7 +8,7 @@ keeps its GPUs."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlplatform.config.settings import Settings
@@ -23,16 +23,23 @@ class SyncResult:
     pools: list[PoolPlan]
     inventory: ClusterInventory
     changed: list[str]
+    kueue: list[str] = field(default_factory=list)  # the Kueue objects applied (none where Kueue is absent)
+
+
+def _cluster_api(s: Settings) -> Any:
+    from kubernetes import config as kconfig
+
+    from mlplatform.stack.k8s import kubeconfig_path
+
+    return kconfig.new_client_from_config(config_file=s.kubeconfig or str(kubeconfig_path(s)))
 
 
 def read_cluster_inventory(s: Settings, count_unusable: bool = False) -> ClusterInventory:
     from kubernetes import client as k8s
-    from kubernetes import config as kconfig
 
     from mlplatform.launch.pods import gpu_profiles
-    from mlplatform.stack.k8s import kubeconfig_path
 
-    api = kconfig.new_client_from_config(config_file=s.kubeconfig or str(kubeconfig_path(s)))
+    api = _cluster_api(s)
     try:
         return cluster_inventory(k8s.CoreV1Api(api), gpu_profiles(), count_unusable=count_unusable)
     finally:
@@ -80,7 +87,22 @@ def sync_gpu_pools(
     changed = apply_pools(client, plans)
     for name in changed:
         log.info("GPU pool %s resized: %s", name, next(p.description for p in plans if p.name == name))
-    return SyncResult(plans, inv, changed)
+    return SyncResult(plans, inv, changed, sync_kueue(s, plans))
+
+
+def sync_kueue(s: Settings, plans: list[PoolPlan], dry_run: bool = False) -> list[str]:
+    """The same shares as Kueue ClusterQueues and LocalQueues, where the cluster serves Kueue's API (a
+    server-side apply: the API server validates each object against Kueue's schema)."""
+    from mlplatform.gpu.kueue import kueue_manifests, kueue_served
+    from mlplatform.stack.k8s import apply_manifests
+
+    api = _cluster_api(s)
+    try:
+        if not kueue_served(api):
+            return []
+        return apply_manifests(s, kueue_manifests(plans), dry_run=dry_run, api=api)
+    finally:
+        api.close()
 
 
 def sync_local_pool(s: Settings, client: Any) -> tuple[int, list[str]]:

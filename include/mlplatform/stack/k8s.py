@@ -32,6 +32,10 @@ SIM_DIR = Path(__file__).resolve().parents[3] / "docker" / "k8s" / "sim"
 # applied at every start (docker/k8s), in this order
 CLUSTER_MANIFESTS = ("priority-classes.yaml", "training-rbac.yaml", "gpu-operator-configs.yaml")
 K8S_SERVICES = ("etcd", "kube-apiserver", "kube-scheduler", "kwok")
+# Kueue's CRDs, from its Go module (config/components/crd/bases): the API server then validates our
+# ClusterQueues and LocalQueues against Kueue's own schema (mlplatform.gpu.kueue); no Kueue controller runs
+KUEUE_VERSION = "v0.17.0"
+KUEUE_CRDS = ("resourceflavors", "clusterqueues", "localqueues", "workloadpriorityclasses", "cohorts")
 
 
 def k8s_bin_dir(s: Settings) -> Path:
@@ -46,10 +50,13 @@ def fetch_k8s(s: Settings, background: bool = False, log_file: Path | None = Non
     """Build the control plane's binaries once (the build script locks, so concurrent callers wait for one
     build). ``background``: start the build and return at once (``make test`` overlaps it with the suite)."""
     out = k8s_bin_dir(s)
-    if k8s_built(s):
+    if k8s_built(s) and kueue_crds_fetched(s):
         return out
     if not (shutil.which("go") or Path("/usr/local/go/bin/go").exists()):
         raise ServiceError("Go is needed to build the Kubernetes control plane from the Go module proxy")
+    fetch_kueue_crds(s)
+    if k8s_built(s):
+        return out
     script = s.repo_root / "scripts" / "build-k8s.sh"
     env = {**os.environ, "K8S_VERSION": K8S_VERSION}
     if background:
@@ -62,6 +69,76 @@ def fetch_k8s(s: Settings, background: bool = False, log_file: Path | None = Non
         return out
     _run([str(script), str(out)], env=env, timeout=3600)
     return out
+
+
+def kueue_crd_dir(s: Settings) -> Path:
+    return s.dist_dir / "go" / f"kueue-{KUEUE_VERSION}-crds"
+
+
+def kueue_crds_fetched(s: Settings) -> bool:
+    return all((kueue_crd_dir(s) / f"kueue.x-k8s.io_{name}.yaml").exists() for name in KUEUE_CRDS)
+
+
+def fetch_kueue_crds(s: Settings) -> Path:
+    """Kueue's CRDs from ``sigs.k8s.io/kueue`` through the Go module proxy (a 4.6 MB module zip), copied
+    into the dist dir; a temporary dir renamed into place, so a killed fetch leaves nothing half-written."""
+    import json
+    import tempfile
+
+    out = kueue_crd_dir(s)
+    if kueue_crds_fetched(s):
+        return out
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=out.name + ".") as tmp:
+        env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+        res = subprocess.run(  # noqa: S603
+            [go, "mod", "download", "-json", f"sigs.k8s.io/kueue@{KUEUE_VERSION}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+            timeout=600,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise ServiceError(f"go mod download sigs.k8s.io/kueue@{KUEUE_VERSION} failed: {res.stdout}{res.stderr}")
+        src = Path(json.loads(res.stdout)["Dir"]) / "config" / "components" / "crd" / "bases"
+        staged = Path(tmp) / "crds"
+        staged.mkdir()
+        for name in KUEUE_CRDS:
+            shutil.copyfile(src / f"kueue.x-k8s.io_{name}.yaml", staged / f"kueue.x-k8s.io_{name}.yaml")
+        shutil.rmtree(out, ignore_errors=True)
+        staged.rename(out)
+    return out
+
+
+def install_kueue_crds(s: Settings, timeout: float = 60) -> list[str]:
+    """Apply Kueue's CRDs (when fetched) and wait until the API server serves them."""
+    from kubernetes import client as k8s
+
+    from mlplatform.gpu.kueue import kueue_served
+
+    if not kueue_crds_fetched(s):
+        return []
+    docs = [d for name in KUEUE_CRDS for d in load_manifests(kueue_crd_dir(s) / f"kueue.x-k8s.io_{name}.yaml")]
+    applied = apply_manifests(s, docs)
+    api = api_client(s)
+    try:
+        ext = k8s.ApiextensionsV1Api(api)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            crds = [ext.read_custom_resource_definition(d["metadata"]["name"]) for d in docs]
+            established = all(
+                any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
+                for crd in crds
+            )
+            if established and kueue_served(api):
+                return applied
+            time.sleep(0.3)
+    finally:
+        api.close()
+    raise ServiceError("Kueue's CRDs were applied but the API server does not serve kueue.x-k8s.io/v1beta2")
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -240,12 +317,13 @@ def _https(s: Settings, path: str, port: int | None = None, auth: bool = True) -
         return False
 
 
-def apply_manifests(s: Settings, docs: list[dict[str, Any]], dry_run: bool = False) -> list[str]:
+def apply_manifests(s: Settings, docs: list[dict[str, Any]], dry_run: bool = False, api: Any = None) -> list[str]:
     """Server-side apply (``kubectl apply --server-side``): each object is validated against the API
-    server's schema, and a second apply of the same object changes nothing. Returns ``Kind/name`` of each."""
+    server's schema, and a second apply of the same object changes nothing. Returns ``Kind/name`` of each.
+    ``api``: an ApiClient for another cluster than the local control plane."""
     from kubernetes import dynamic
 
-    client = dynamic.DynamicClient(api_client(s))
+    client = dynamic.DynamicClient(api or api_client(s))
     applied = []
     for doc in docs:
         if not doc:
@@ -282,6 +360,7 @@ def bootstrap_cluster(s: Settings) -> None:
         )
     for name in CLUSTER_MANIFESTS:
         apply_manifests(s, load_manifests(s.repo_root / "docker" / "k8s" / name))
+    install_kueue_crds(s)  # the GPU pool sync then applies the queues (mlplatform.gpu.kueue)
     existing = {n.metadata.name for n in api.list_node().items}
     for node in sim_nodes():
         if node["metadata"]["name"] not in existing:  # a node's status is set at registration (a POST)
