@@ -27,8 +27,23 @@ def check_run_conf(params: dict[str, Any]) -> dict[str, Any]:
                 "Use train_device=cpu or auto."
             )
     if s.profile == "cluster":
+        check_cluster_storage(s.artifact_root)
         check_cluster_ask(conf.model_dump())
     return conf.model_dump()
+
+
+OBJECT_STORES = ("s3://", "gs://", "gcs://", "abfs://", "az://")
+
+
+def check_cluster_storage(artifact_root: str) -> None:
+    """The cluster profile's training pod runs on another node: its snapshot, checkpoints and model must go
+    through an object store, never a path on this host (which the pod cannot see)."""
+    if not artifact_root.startswith(OBJECT_STORES):
+        raise GpuQuotaError(
+            f"MLP_ARTIFACT_ROOT={artifact_root!r}: on the cluster profile the training pod reads its snapshot and "
+            "writes its checkpoints through an object store, so it must be one of "
+            f"{', '.join(s + '...' for s in OBJECT_STORES)} (a local path is not on the pod's node)"
+        )
 
 
 def check_cluster_ask(conf: dict[str, Any]) -> dict[str, Any]:
