@@ -144,6 +144,7 @@ def test_the_gpu_quota_page_needs_a_login_and_shows_the_pools_of_a_run_in_progre
             view.reload()
         holder = view.locator(f"#pools li:has-text('{run_id}')").first
         assert holder.is_visible(), "no pool shows a task of the run in progress"
+        assert holder.locator(".priority").inner_text()  # each task shows its priority (level or weight)
         pool = holder.locator("xpath=ancestor::tr").get_attribute("data-pool")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         view.screenshot(path=str(ARTIFACTS / "gpu_quota.png"), full_page=True)

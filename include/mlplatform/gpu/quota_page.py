@@ -50,8 +50,19 @@ def _ti_row(ti: Any) -> dict[str, Any]:
         "map_index": ti.map_index,
         "state": str(ti.state.value if hasattr(ti.state, "value") else ti.state),
         "pool_slots": ti.pool_slots,
+        "priority_weight": ti.priority_weight,
+        "priority": priority_level(ti.priority_weight),
         "since": since.isoformat() if since else None,
     }
+
+
+def priority_level(weight: int | None) -> str:
+    """The run's priority level from its task's weight (gpu/quota.py: high 100, normal 10, low 1), else the
+    raw weight (a non-GPU task's, which Airflow sums over its downstream tasks)."""
+    from mlplatform.gpu.quota import PRIORITY_WEIGHTS
+
+    levels = {w: level for level, w in PRIORITY_WEIGHTS.items()}
+    return levels.get(weight or 0, f"weight {weight}")
 
 
 def pools(session: Any) -> list[PoolView]:
@@ -79,8 +90,8 @@ def pools(session: Any) -> list[PoolView]:
     tis = session.scalars(
         select(TaskInstance)
         .where(TaskInstance.state.in_([*HOLDING, *WAITING]))
-        .order_by(TaskInstance.priority_weight.desc())
-    )
+        .order_by(TaskInstance.priority_weight.desc(), TaskInstance.scheduled_dttm)
+    )  # the order Airflow starts them in: the highest weight first, then the oldest
     for ti in tis:
         view = views.get(ti.pool)
         if view is None:
@@ -156,7 +167,8 @@ def _tasks(rows: list[dict[str, Any]], base: str) -> str:
         label = f"{r['dag_id']} / {r['task_id']}" + (f"[{r['map_index']}]" if r["map_index"] >= 0 else "")
         items.append(
             f"<li><a href='{link}'>{html.escape(label)}</a> <span class='state {r['state']}'>{r['state']}</span>"
-            f" {r['pool_slots']} slot(s) · run {html.escape(r['run_id'])}</li>"
+            f" {r['pool_slots']} slot(s) · <span class='priority'>{html.escape(str(r.get('priority', '')))}</span>"
+            f" · run {html.escape(r['run_id'])}</li>"
         )
     return "<ul>" + "".join(items) + "</ul>"
 
@@ -195,7 +207,9 @@ ul {{ margin: 0; padding-left: 1rem; }} .state {{ font-size: .8rem; padding: 0 .
 background: #e5e7eb; }} .running {{ background: #bbf7d0; }} .queued, .scheduled {{ background: #fde68a; }}
 </style></head><body>
 <h1>GPU quota</h1>
-<p>Airflow pools are the quota: a task holds <code>pool_slots</code> equal to its GPUs while it runs. Updated
+<p>Airflow pools are the quota: a task holds <code>pool_slots</code> equal to its GPUs while it runs. Waiting
+tasks are listed in the order Airflow starts them: priority high (weight 100), normal (10), low (1), then the
+oldest first; a team's share is its own pool, so only its own higher-priority work runs before it. Updated
 {html.escape(doc["generated_at"])} (refreshes every 10 s). <a href="{PREFIX}/api/pools">JSON</a></p>
 <table id="pools"><thead><tr><th>Pool</th><th>Size</th><th>Where the size comes from</th><th>Used</th>
 <th>Queued</th><th>Deferred</th><th>Free</th><th>Holding</th><th>Waiting</th></tr></thead>

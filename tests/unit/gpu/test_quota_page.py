@@ -40,6 +40,8 @@ def test_the_page_escapes_what_it_shows_and_links_each_task_to_its_run():
                         "map_index": -1,
                         "state": "running",
                         "pool_slots": 2,
+                        "priority_weight": 100,
+                        "priority": "high",
                         "since": None,
                     }
                 ],
@@ -53,3 +55,42 @@ def test_the_page_escapes_what_it_shows_and_links_each_task_to_its_run():
     assert "href='http://airflow:8080/dags/ml_pipeline/runs/manual__x'" in page
     assert "$6.75" in page
     assert "(counted)" in page  # deferred tasks keep their slots in this pool
+
+
+def test_a_task_shows_its_runs_priority_level():
+    assert [quota_page.priority_level(w) for w in (100, 10, 1)] == ["high", "normal", "low"]
+    assert quota_page.priority_level(7) == "weight 7"  # a non-GPU task's summed weight, shown as it is
+    doc = {
+        "generated_at": "2026-12-01T10:00:00+00:00",
+        "prices": {},
+        "gpu_hours": {},
+        "pools": [
+            {
+                "name": "gpu_h100__search",
+                "slots": 2,
+                "source": "search's share",
+                "gpu": True,
+                "include_deferred": True,
+                "used": 0,
+                "queued": 0,
+                "scheduled": 1,
+                "deferred": 0,
+                "open": 2,
+                "holding": [],
+                "waiting": [
+                    {
+                        "dag_id": "train_on_cluster",
+                        "run_id": "r1",
+                        "task_id": "train",
+                        "map_index": -1,
+                        "state": "scheduled",
+                        "pool_slots": 2,
+                        "priority_weight": 1,
+                        "priority": "low",
+                        "since": None,
+                    }
+                ],
+            }
+        ],
+    }
+    assert "<span class='priority'>low</span>" in quota_page.render(doc, "")
