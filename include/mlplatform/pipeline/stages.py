@@ -414,6 +414,8 @@ def register(
 
     s = s or get_settings()
     run_id = result["run_id"]
+    if s.profile == "cluster":  # the pod cannot reach the Pushgateway: its result (by XCom) is pushed here
+        report_training(result, s)
     eval_set = EvalSet(**snapshot["eval_set"])
 
     def bind(version: str) -> dict[str, str]:
