@@ -217,9 +217,10 @@ def test_kueue_queues_hold_the_pools_shares_and_a_schema_error_is_refused(contro
         lqs = co.list_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", "mlplatform", "localqueues")["items"]
         return {c["metadata"]["name"]: c for c in cqs}, {q["metadata"]["name"]: q for q in lqs}
 
-    def nominal(cq: dict, resource: str) -> int:
+    def nominal(cq: dict, resource: str) -> int | str:
         (flavor,) = cq["spec"]["resourceGroups"][0]["flavors"]
-        return int(next(r["nominalQuota"] for r in flavor["resources"] if r["name"] == resource))
+        quota = next(r["nominalQuota"] for r in flavor["resources"] if r["name"] == resource)
+        return quota if resource in ("cpu", "memory") else int(quota)
 
     try:
         result = sync_gpu_pools(control_plane, airflow)
@@ -230,7 +231,7 @@ def test_kueue_queues_hold_the_pools_shares_and_a_schema_error_is_refused(contro
             resource = {"h100": "nvidia.com/gpu", "mig_1g10gb": "nvidia.com/mig-1g.10gb"}.get(plan.profile)
             if resource:
                 assert nominal(by_pool[plan.name], resource) == plan.slots, plan
-        assert nominal(cqs["mlp-support-ml-h100"], "cpu") == 6 * 12  # and the CPU that goes with the GPUs
+        assert nominal(cqs["mlp-support-ml-h100"], "cpu") == "72600m"  # the CPU of 6 GPUs, and sidecars' room
         for conf in (
             {"gpu_profile": "h100", "gpus": 2, "team": "search"},
             {"gpu_profile": "a100", "gpus": 1, "team": "search"},  # no share of A100s: the shared queue
@@ -464,6 +465,11 @@ class _PodWatch:
             if not self.closed:
                 raise
 
+    def versions(self) -> list[list[dict]]:
+        """Each pod's versions so far (a copy: the watch thread keeps adding)."""
+        assert self.thread.is_alive() or self.closed, "the pod watch stopped"
+        return [list(v) for v in list(self.seen.values())]
+
     def close(self) -> None:
         self.closed = True
         self.watch.stop()
@@ -488,6 +494,10 @@ def test_ml_pipelines_train_step_runs_as_a_pod_on_a_simulated_h100(control_plane
     run_id = f"k8s-train-{uuid.uuid4().hex[:8]}"
     conf = {"gpu_profile": "h100", "gpus": 2, "team": "support-ml", "priority": "high", "epochs": 1, "max_steps": 5}
     watch = _PodWatch(control_plane, f"dag_id=ml_pipeline,run_id={run_id}")
+    # `tasks test` runs the trigger in its own process; the stack's triggerer would pick the same trigger up
+    # from the database and, when the task resumes here, take it for cancelled and delete the pod (on_kill)
+    (triggerer,) = [svc for svc in stack.services if svc.name == "airflow-triggerer"]
+    process.stop(stack.pid_file(triggerer))
     try:
         airflow.request(
             "POST", "/dags/ml_pipeline/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
@@ -519,12 +529,20 @@ def test_ml_pipelines_train_step_runs_as_a_pod_on_a_simulated_h100(control_plane
         assert out.returncode == 0, log[-4000:]
         assert "Marking task as SUCCESS" in log or "state=success" in log.lower(), log[-4000:]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(v[-1]["type"] == "DELETED" for v in watch.seen.values()):
+        while time.monotonic() < deadline and not any(v[-1]["type"] == "DELETED" for v in watch.versions()):
             time.sleep(0.2)
     finally:
         watch.close()
+        from kubernetes import client as k8s
+
+        api = api_client(control_plane)  # a task killed by the timeout would leave its pod holding 2 H100s
+        k8s.CoreV1Api(api).delete_collection_namespaced_pod(
+            "mlplatform", label_selector=f"dag_id=ml_pipeline,run_id={run_id}", grace_period_seconds=0
+        )
+        api.close()
         airflow.request("DELETE", f"/dags/ml_pipeline/dagRuns/{run_id}")
         airflow.request("PATCH", "/dags/ml_pipeline", json={"is_paused": was_paused})
+        stack.up(only=["airflow-triggerer"])
     assert len(watch.seen) == 1, list(watch.seen)  # one pod, and it was deleted when the task finished
     (versions,) = watch.seen.values()
     assert versions[-1]["type"] == "DELETED"
@@ -571,9 +589,13 @@ def _task_runner(ti_id: str):  # type: ignore[no-untyped-def]
     return None
 
 
-def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(control_plane, airflow):
+def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(control_plane, core, airflow):
     """kill -9 of the task's process while it resumes after its pod Succeeded (and before it records that):
-    the retry reattaches to the pod by its labels and finishes, instead of deleting it and training again."""
+    the retry reattaches to the pod by its labels and finishes, instead of deleting it and training again.
+
+    The process killed is the task runner (it names itself after the TI at start, before it parses the DAG);
+    its supervisor reports the death at once, where a lost worker host would be found by the heartbeat
+    timeout instead. What the retry does depends only on the pod it finds, which is the same in both cases."""
     from mlplatform.gpu.sync import sync_gpu_pools
 
     sync_gpu_pools(control_plane, airflow)
@@ -589,7 +611,7 @@ def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(con
         ti_path = f"/dags/train_on_cluster/dagRuns/{run_id}/taskInstances/train"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # the pod ran to Succeeded while its task waited deferred
-            phases = [v[-1]["status"].get("phase") for v in watch.seen.values()]
+            phases = [v[-1]["status"].get("phase") for v in watch.versions()]
             if phases == ["Succeeded"]:
                 break
             time.sleep(0.05)
@@ -600,11 +622,11 @@ def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(con
             victim = _task_runner(ti_id)
             time.sleep(0.02)
         assert victim is not None, "the task never resumed"
-        victim.kill()  # kill -9, before it could record the pod's success (or delete it)
-        assert [v[-1]["type"] for v in watch.seen.values()] != ["DELETED"], "killed too late: the pod was gone"
+        victim.kill()  # kill -9 (SIGKILL), before it could record the pod's success (or delete it)
+        assert [v[-1]["type"] for v in watch.versions()] != ["DELETED"], "killed too late: the pod was gone"
         assert airflow.wait_for_run("train_on_cluster", run_id, timeout=300) == "success"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and [v[-1]["type"] for v in watch.seen.values()] != ["DELETED"]:
+        while time.monotonic() < deadline and [v[-1]["type"] for v in watch.versions()] != ["DELETED"]:
             time.sleep(0.2)
     finally:
         watch.close()
@@ -613,4 +635,7 @@ def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(con
     assert len(watch.seen) == 1, [v[-1]["metadata"]["name"] for v in watch.seen.values()]  # no second pod
     (versions,) = watch.seen.values()
     assert versions[-1]["type"] == "DELETED"  # and none left behind
+    # labelled before the delete: had the delete failed, a later clear would train afresh, not reattach
+    assert versions[-1]["metadata"]["labels"]["already_checked"] == "True"
     assert versions[-1]["metadata"]["labels"]["try_number"] == "1"  # the pod try 1 started
+    assert core.list_namespaced_pod("mlplatform", label_selector=f"run_id={run_id}").items == []

@@ -1,14 +1,15 @@
-"""The GPU quota as Kueue objects, so a cluster that runs Kueue admits the training pods against the same
-shares Airflow's pools hold.
+"""The GPU quota as Kueue objects, so a cluster that runs Kueue admits the training pods against the same shares
+Airflow's pools hold.
 
 One ClusterQueue per GPU pool, with the pool's slots as its ``nominalQuota`` (and the profile's CPU and memory
-per GPU beside it), and one LocalQueue per ClusterQueue in the training namespace, named as the pod's
-``kueue.x-k8s.io/queue-name`` label (:meth:`~mlplatform.gpu.quota.GpuRequest.labels`). The queues of one
-profile share a cohort, but a team's queue neither lends nor borrows: a team's share is its own, as its pool
-is. One ResourceFlavor per profile (its node labels and the GPU taint's toleration), and the three priority
-levels as WorkloadPriorityClasses with the PriorityClasses' values. Queueing is ``BestEffortFIFO``, which
-is what Airflow does with a pool: the highest priority first, and a task that does not fit lets a smaller
-one behind it start. No preemption, as the PriorityClasses say.
+per GPU beside it, with room for the XCom sidecar), and one LocalQueue per ClusterQueue in the training
+namespace, named as the pod's ``kueue.x-k8s.io/queue-name`` label
+(:meth:`~mlplatform.gpu.quota.GpuRequest.labels`). The queues of one profile share a cohort, but a team's
+queue neither lends nor borrows: a team's share is its own, as its pool is. One ResourceFlavor per profile
+(its node labels and the GPU taint's toleration), and the three priority levels as WorkloadPriorityClasses
+with the PriorityClasses' values. Queueing is ``BestEffortFIFO``, which is what Airflow does with a pool: the
+highest priority first, and a task that does not fit lets a smaller one behind it start. No preemption, as the
+PriorityClasses say.
 
 ``sync_gpu_pools`` applies these (server-side) wherever the cluster serves ``kueue.x-k8s.io/v1beta2``, with
 the same sizes as the pools; ``mlp gpu kueue`` prints them for a cluster managed by GitOps.
@@ -24,6 +25,10 @@ from mlplatform.gpu.quota import PRIORITY_CLASSES, PRIORITY_WEIGHTS, PoolPlan
 KUEUE_API = "kueue.x-k8s.io/v1beta2"
 TRAINING_NAMESPACE = "mlplatform"
 PART_OF = {"app.kubernetes.io/part-of": "mlplatform"}
+# headroom per slot for containers beside the trainer (KPO's XCom sidecar asks 1m CPU and 10Mi), so a pool
+# that Airflow fills with GPU pods is never over its ClusterQueue's CPU or memory
+SIDECAR_CPU_M = 100
+SIDECAR_MEMORY_MI = 128
 
 
 def _dashed(profile: str) -> str:
@@ -72,10 +77,10 @@ def kueue_manifests(plans: Iterable[PoolPlan], namespace: str = TRAINING_NAMESPA
     for plan in plans:
         prof = profiles[plan.profile]
         queue = queue_name(plan.profile, plan.team)
-        quota = {
+        quota = {  # the pods' CPU and memory per GPU, plus room for KPO's XCom sidecar (1m, 10Mi) per slot
             prof["resource"]: plan.slots,
-            "cpu": plan.slots * int(prof["cpu_per_gpu"]),
-            "memory": f"{plan.slots * int(prof['memory_gib_per_gpu'])}Gi",
+            "cpu": f"{plan.slots * int(prof['cpu_per_gpu']) * 1000 + plan.slots * SIDECAR_CPU_M}m",
+            "memory": f"{plan.slots * int(prof['memory_gib_per_gpu']) * 1024 + plan.slots * SIDECAR_MEMORY_MI}Mi",
         }
         docs.append(
             {

@@ -70,12 +70,29 @@ class GpuPodOperator(KubernetesPodOperator):
             pod = self._get_pod_from_task_state_store(context) or self.find_pod(
                 pod_request_obj.metadata.namespace, context=context
             )
-            if pod is not None and pod.status is not None and pod.status.phase == "Succeeded":
+            status = pod.status if pod is not None else None
+            phase = status.phase if status is not None else None
+            evicted = status is not None and (status.reason or "").lower() == "evicted"
+            if pod is not None and phase != "Failed" and not evicted:
+                # Running or Pending: KPO's own reattach; Succeeded: ours. From this one read, so a pod that
+                # finishes between two reads is never taken for a finished one and started again.
                 self.log.info(
-                    "Pod %s of try %s already Succeeded: finishing from it instead of training again",
+                    "Reattaching to pod %s of try %s (%s)%s",
                     pod.metadata.name,
                     (pod.metadata.labels or {}).get("try_number"),
+                    phase,
+                    ": it already Succeeded, finishing from it instead of training again"
+                    if phase == "Succeeded"
+                    else "",
                 )
                 self._persist_pod_identity_to_task_state_store(context, pod)
                 return pod
         return super().get_or_create_pod(pod_request_obj, context)
+
+    def process_pod_deletion(self, pod: k8s.V1Pod, *, reraise: bool = True) -> bool:
+        """Label the pod ``already_checked`` before deleting it: if the delete fails, a later clear of the task
+        must train afresh, not reattach to the finished pod (KPO labels only the pods it keeps)."""
+        if pod is not None and self.reattach_on_restart:
+            self.patch_already_checked(pod, reraise=False)
+        deleted: bool = super().process_pod_deletion(pod, reraise=reraise)
+        return deleted

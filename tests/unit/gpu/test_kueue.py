@@ -26,7 +26,8 @@ def test_one_cluster_queue_per_pool_with_its_size_and_a_local_queue_each():
     plans = plan_pools(INVENTORY, load_quota(QUOTA), "test")
     cqs, lqs = _docs("ClusterQueue"), _docs("LocalQueue")
     assert len(cqs) == len(lqs) == len(plans)
-    assert _quota(cqs["mlp-support-ml-h100"]) == {"nvidia.com/gpu": 6, "cpu": 72, "memory": "576Gi"}
+    # 6 H100s with 12 CPUs and 96 GiB each, and room for a sidecar per pod (100m, 128Mi)
+    assert _quota(cqs["mlp-support-ml-h100"]) == {"nvidia.com/gpu": 6, "cpu": "72600m", "memory": "590592Mi"}
     assert _quota(cqs["mlp-search-h100"])["nvidia.com/gpu"] == 2
     assert _quota(cqs["mlp-shared-h100"])["nvidia.com/gpu"] == 0  # every H100 is a team's
     assert _quota(cqs["mlp-shared-a100"])["nvidia.com/gpu"] == 4
