@@ -499,9 +499,7 @@ def test_ml_pipelines_train_step_runs_as_a_pod_on_a_simulated_h100(control_plane
     (triggerer,) = [svc for svc in stack.services if svc.name == "airflow-triggerer"]
     process.stop(stack.pid_file(triggerer))
     try:
-        airflow.request(
-            "POST", "/dags/ml_pipeline/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
-        )
+        airflow.trigger("ml_pipeline", conf, run_id=run_id)
         snapshot_uri = f"s3://ml-artifacts/mlplatform/snapshots/{run_id}/training_set.parquet"
         airflow.request(
             "POST",
@@ -605,9 +603,7 @@ def test_a_worker_killed_mid_task_leaves_no_second_pod_when_the_task_retries(con
     watch = _PodWatch(control_plane, f"dag_id=train_on_cluster,run_id={run_id}")
     try:
         conf = {"gpu_profile": "a100", "gpus": 1, "team": "search"}
-        airflow.request(
-            "POST", "/dags/train_on_cluster/dagRuns", json={"dag_run_id": run_id, "logical_date": None, "conf": conf}
-        )
+        airflow.trigger("train_on_cluster", conf, run_id=run_id)
         ti_path = f"/dags/train_on_cluster/dagRuns/{run_id}/taskInstances/train"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:  # the pod ran to Succeeded while its task waited deferred

@@ -77,6 +77,7 @@ def kueue_manifests(plans: Iterable[PoolPlan], namespace: str = TRAINING_NAMESPA
     for plan in plans:
         prof = profiles[plan.profile]
         queue = queue_name(plan.profile, plan.team)
+        no_lending = {"lendingLimit": 0} if plan.team else {}
         quota = {  # the pods' CPU and memory per GPU, plus room for KPO's XCom sidecar (1m, 10Mi) per slot
             prof["resource"]: plan.slots,
             "cpu": f"{plan.slots * int(prof['cpu_per_gpu']) * 1000 + plan.slots * SIDECAR_CPU_M}m",
@@ -100,9 +101,7 @@ def kueue_manifests(plans: Iterable[PoolPlan], namespace: str = TRAINING_NAMESPA
                                     "name": flavor_name(plan.profile),
                                     "resources": [
                                         # a team's share is its own: it lends none and borrows none
-                                        {"name": res, "nominalQuota": q, "borrowingLimit": 0, "lendingLimit": 0}
-                                        if plan.team
-                                        else {"name": res, "nominalQuota": q, "borrowingLimit": 0}
+                                        {"name": res, "nominalQuota": q, "borrowingLimit": 0, **no_lending}
                                         for res, q in quota.items()
                                     ],
                                 }

@@ -90,7 +90,7 @@ def sync_gpu_pools(
     return SyncResult(plans, inv, changed, sync_kueue(s, plans))
 
 
-def sync_kueue(s: Settings, plans: list[PoolPlan], dry_run: bool = False) -> list[str]:
+def sync_kueue(s: Settings, plans: list[PoolPlan]) -> list[str]:
     """The same shares as Kueue ClusterQueues and LocalQueues, where the cluster serves Kueue's API (a
     server-side apply: the API server validates each object against Kueue's schema)."""
     from kubernetes.client.exceptions import ApiException
@@ -102,7 +102,7 @@ def sync_kueue(s: Settings, plans: list[PoolPlan], dry_run: bool = False) -> lis
     try:
         if not kueue_served(api):
             return []
-        return apply_manifests(s, kueue_manifests(plans), dry_run=dry_run, api=api)
+        return apply_manifests(s, kueue_manifests(plans), api=api)
     except ApiException as exc:  # e.g. 403: this identity may not write Kueue objects; the pools still hold
         log.warning("Kueue queues not applied (%s %s): the Airflow pools are the quota", exc.status, exc.reason)
         return []

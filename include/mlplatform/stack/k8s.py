@@ -81,8 +81,12 @@ def kueue_crd_dir(s: Settings) -> Path:
     return s.dist_dir / "go" / f"kueue-{KUEUE_VERSION}-crds"
 
 
+def kueue_crd_files(s: Settings) -> list[Path]:
+    return [kueue_crd_dir(s) / f"kueue.x-k8s.io_{name}.yaml" for name in KUEUE_CRDS]
+
+
 def kueue_crds_fetched(s: Settings) -> bool:
-    return all((kueue_crd_dir(s) / f"kueue.x-k8s.io_{name}.yaml").exists() for name in KUEUE_CRDS)
+    return all(path.exists() for path in kueue_crd_files(s))
 
 
 def fetch_kueue_crds(s: Settings) -> Path:
@@ -98,22 +102,12 @@ def fetch_kueue_crds(s: Settings) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=out.name + ".") as tmp:
         env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
-        res = subprocess.run(  # noqa: S603
-            [go, "mod", "download", "-json", f"sigs.k8s.io/kueue@{KUEUE_VERSION}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp,
-            timeout=600,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise ServiceError(f"go mod download sigs.k8s.io/kueue@{KUEUE_VERSION} failed: {res.stdout}{res.stderr}")
-        src = Path(json.loads(res.stdout)["Dir"]) / "config" / "components" / "crd" / "bases"
+        module = _run([go, "mod", "download", "-json", f"sigs.k8s.io/kueue@{KUEUE_VERSION}"], env=env, cwd=Path(tmp))
+        src = Path(json.loads(module)["Dir"]) / "config" / "components" / "crd" / "bases"
         staged = Path(tmp) / "crds"
         staged.mkdir()
-        for name in KUEUE_CRDS:
-            shutil.copyfile(src / f"kueue.x-k8s.io_{name}.yaml", staged / f"kueue.x-k8s.io_{name}.yaml")
+        for crd in kueue_crd_files(s):
+            shutil.copyfile(src / crd.name, staged / crd.name)
         shutil.rmtree(out, ignore_errors=True)
         staged.rename(out)
     return out
@@ -127,7 +121,7 @@ def install_kueue_crds(s: Settings, timeout: float = 60) -> list[str]:
 
     if not kueue_crds_fetched(s):
         return []
-    docs = [d for name in KUEUE_CRDS for d in load_manifests(kueue_crd_dir(s) / f"kueue.x-k8s.io_{name}.yaml")]
+    docs = [d for path in kueue_crd_files(s) for d in load_manifests(path)]
     applied = apply_manifests(s, docs)
     api = api_client(s)
     try:

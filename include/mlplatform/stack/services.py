@@ -44,8 +44,10 @@ class Service:
     wanted: Callable[[], bool] = field(default=lambda: True)
 
 
-def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)  # noqa: S603
+def _run(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600, cwd: Path | None = None) -> str:
+    res = subprocess.run(  # noqa: S603
+        argv, capture_output=True, text=True, env=env, timeout=timeout, check=False, cwd=cwd
+    )
     if res.returncode != 0:
         raise ServiceError(f"{' '.join(argv[:4])} failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
     return res.stdout
