@@ -134,16 +134,6 @@ def _trailing(rule: dict[str, Any], history: list[dict[str, Any]], now: datetime
     return max(0.0, mean - spread) if rule.get("side") == "min" else min(1.0, mean + spread)
 
 
-def batch_stats(df: Any, dataset: str) -> dict[str, float]:
-    """What later batches are compared with: the statistics the suite's ``trailing`` parameters name."""
-    stats: dict[str, float] = {"rows": float(len(df))}
-    for rule in (_suite_file(dataset).get("parameters") or {}).values():
-        stat = str(rule.get("trailing", "")) if isinstance(rule, dict) else ""
-        if stat.startswith("mean:") and len(df):
-            stats[stat] = float(df[stat.removeprefix("mean:")].astype(float).mean())
-    return stats
-
-
 def _expectation(entry: dict[str, Any]) -> Any:
     import great_expectations as gx
 
@@ -172,29 +162,94 @@ def _project_lock(gx_root: Path | None) -> Iterator[None]:
         yield
 
 
-def _checkpoint(ctx: Any, dataset: str, docs: bool) -> Any:
-    """The dataset's checkpoint: its suite (from the YAML, re-read each time) over an in-memory DataFrame,
-    and, for a project on disk, the action that renders the run into Data Docs."""
+SOURCE = "landed"  # the GX data source: DuckDB over the batch's files (duckdb_dialect)
+SAMPLES = 20  # unexpected values a failed expectation shows (in the report and in Data Docs)
+
+
+def _checkpoint(ctx: Any, dataset: str, query: str, docs: bool, samples: int) -> Any:
+    """The dataset's checkpoint: its suite (from the YAML, re-read each time) over the batch's query, with
+    ``samples`` unexpected values per expectation and, for a project on disk, the action that renders the
+    run into Data Docs."""
     import great_expectations as gx
 
-    source = ctx.data_sources.add_or_update_pandas("landing")
-    try:
-        asset = source.get_asset(dataset)
-    except LookupError:
-        asset = source.add_dataframe_asset(dataset)
-    try:
-        batch = asset.get_batch_definition("batch")
-    except KeyError:
-        batch = asset.add_batch_definition_whole_dataframe("batch")
+    from mlplatform.validation import duckdb_dialect
+
+    source = ctx.data_sources.add_or_update_sql(SOURCE, connection_string=duckdb_dialect.URL, create_temp_table=False)
+    with contextlib.suppress(LookupError, ValueError):
+        source.delete_asset(dataset)
+    batch = source.add_query_asset(dataset, query=query).add_batch_definition_whole_table("batch")
     suite = gx.ExpectationSuite(name=dataset, expectations=[_expectation(e) for e in load_suite_spec(dataset)])
     suite = ctx.suites.add_or_update(suite)
     vd = ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=dataset, data=batch, suite=suite))
     actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if docs else []
-    return ctx.checkpoints.add_or_update(gx.Checkpoint(name=dataset, validation_definitions=[vd], actions=actions))
+    result_format = {"result_format": "BASIC", "partial_unexpected_count": samples}
+    checkpoint = gx.Checkpoint(name=dataset, validation_definitions=[vd], actions=actions, result_format=result_format)
+    return ctx.checkpoints.add_or_update(checkpoint)
 
 
-def validate_dataframe(
-    df: Any,
+def _sql_files(files: list[Path]) -> str:
+    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{quoted}], union_by_name = true)"  # files of older schema versions get nulls
+
+
+def batch_query(files: list[Path], dataset: str, landing_root: Path | None = None) -> str:
+    """The batch as one SQL query over its landing files, where they lie: the rows, plus the columns its
+    suite looks up in other topics' landing zones (``lookups`` in the suite: ``from`` topic, ``key``,
+    ``columns`` {source: name}), joined by key, when ``landing_root`` is given. Every landed row of the
+    source counts as seen, whatever its validation verdict; a key not seen there gets nulls."""
+    from mlplatform.ingest.landing import Landing
+
+    query = f"SELECT * FROM {_sql_files(files)}"
+    for n, lookup in enumerate((_suite_file(dataset).get("lookups") or []) if landing_root is not None else []):
+        assert landing_root is not None
+        source, key, columns = Landing(landing_root, lookup["from"]), lookup["key"], dict(lookup["columns"])
+        found = [source.dir / r.file for r in source.ranges() if r.file]
+        if found:
+            picked = ", ".join(f'"{src}" AS "{name}"' for src, name in columns.items())
+            ref = f'SELECT DISTINCT ON ("{key}") "{key}", {picked} FROM {_sql_files(found)} ORDER BY ALL'
+            names = ", ".join(f'l{n}."{name}"' for name in columns.values())
+            query = f'SELECT b{n}.*, {names} FROM ({query}) b{n} LEFT JOIN ({ref}) l{n} ON b{n}."{key}" = l{n}."{key}"'
+        else:
+            nulls = ", ".join(f'NULL AS "{name}"' for name in columns.values())
+            query = f"SELECT *, {nulls} FROM ({query})"
+    return _booleans_as_integers(query)
+
+
+def _booleans_as_integers(query: str) -> str:
+    """Booleans as 0/1, as pandas counts them: GX's SQL mean is ``avg(1.0 * column)``, which no SQL has for
+    a boolean (a rate such as the escalation share is the mean of one)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        described = con.execute(f"DESCRIBE {query}").fetchall()
+    flags = [str(row[0]) for row in described if str(row[1]) == "BOOLEAN"]
+    if not flags:
+        return query
+    replaced = ", ".join(f'CAST("{c}" AS INTEGER) AS "{c}"' for c in flags)
+    return f"SELECT * REPLACE ({replaced}) FROM ({query})"
+
+
+def batch_stats(query: str, dataset: str) -> dict[str, float]:
+    """What later batches are compared with: the row count, and the statistics the suite's ``trailing``
+    parameters name, of the batch ``query``."""
+    import duckdb
+
+    means = []
+    for rule in (_suite_file(dataset).get("parameters") or {}).values():
+        stat = str(rule.get("trailing", "")) if isinstance(rule, dict) else ""
+        if stat.startswith("mean:") and stat not in means:
+            means.append(stat)
+    select = ", ".join(["count(*)", *(f'avg(CAST("{m.removeprefix("mean:")}" AS DOUBLE))' for m in means)])
+    with duckdb.connect() as con:
+        row = con.execute(f"SELECT {select} FROM ({query})").fetchone()
+    assert row is not None
+    stats = {"rows": float(row[0])}
+    stats.update({m: float(v) for m, v in zip(means, row[1:], strict=True) if v is not None})
+    return stats
+
+
+def validate_query(
+    query: str,
     dataset: str,
     uri: str = "",
     now: datetime | None = None,
@@ -202,29 +257,39 @@ def validate_dataframe(
     run_name: str = "adhoc",
     overrides: dict[str, float] | None = None,
     history: list[dict[str, Any]] | None = None,
+    rows: int | None = None,
 ) -> ValidationReport:
-    """Run the dataset's checkpoint over a pandas DataFrame.
+    """Run the dataset's checkpoint over a batch given as a DuckDB query (``batch_query``).
 
-    ``now`` is the clock the suite's time bounds are relative to. With ``gx_root`` the run goes through a GX
-    project on disk there: its result is kept and rendered into the project's Data Docs site, and the
-    report carries the link to the run's page."""
+    ``now`` is the clock the suite's time bounds are relative to; ``rows`` the batch's size, for the
+    suite's trailing bounds (counted when not given). With ``gx_root`` the run goes through a GX project on
+    disk there: its result is kept and rendered into the project's Data Docs site, and the report carries
+    the link to the run's page.
+
+    A batch that passes is validated once, without unexpected-value samples (those are a full scan per
+    expectation more, and a passing expectation has none). A batch that fails is validated again with
+    them, so its report and its Data Docs page show what was wrong."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
-    parameters = suite_parameters(dataset, now, overrides, history, len(df))
+    from mlplatform.validation import duckdb_dialect
+
+    duckdb_dialect.register()
+    if rows is None:
+        rows = int(batch_stats(query, dataset)["rows"])
+    parameters = suite_parameters(dataset, now, overrides, history, rows)
     with _project_lock(gx_root):
         if gx_root is None:
             ctx = gx.get_context(mode="ephemeral")
         else:
             ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-        checkpoint = _checkpoint(ctx, dataset, docs=gx_root is not None)
-        run = checkpoint.run(
-            batch_parameters={"dataframe": df},
-            expectation_parameters=parameters,
-            run_id=gx.RunIdentifier(run_name=run_name),
-        )
-        key, result = next(iter(run.run_results.items()))
+        for samples in (0, SAMPLES):
+            checkpoint = _checkpoint(ctx, dataset, query, docs=gx_root is not None, samples=samples)
+            run = checkpoint.run(expectation_parameters=parameters, run_id=gx.RunIdentifier(run_name=run_name))
+            key, result = next(iter(run.run_results.items()))
+            if result.success:
+                break
         docs = ""
         if gx_root is not None:
             urls = ctx.get_docs_sites_urls(resource_identifier=key, site_names=[DOCS_SITE])
@@ -244,7 +309,26 @@ def validate_dataframe(
                     "exception": (r.exception_info or {}).get("exception_message"),
                 }
             )
-    return ValidationReport(dataset, uri, bool(result.success), len(result.results), failed, len(df), docs)
+    return ValidationReport(dataset, uri, bool(result.success), len(result.results), failed, rows, docs)
+
+
+def validate_files(
+    files: list[Path], dataset: str, landing_root: Path | None = None, **kwargs: Any
+) -> ValidationReport:
+    """Validate landing files (with the suite's lookups in ``landing_root``) where they lie; ``kwargs`` as
+    ``validate_query``."""
+    return validate_query(batch_query(files, dataset, landing_root), dataset, **kwargs)
+
+
+def validate_dataframe(df: Any, dataset: str, **kwargs: Any) -> ValidationReport:
+    """Validate a pandas DataFrame (a notebook's, a test's) with the same checkpoint and engine as a landed
+    batch: it is written to a temporary Parquet file first. ``kwargs`` as ``validate_query``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlp-validate-") as tmp:
+        path = Path(tmp) / "batch.parquet"
+        df.to_parquet(path, index=False)
+        return validate_files([path], dataset, **kwargs)
 
 
 def read_files(files: list[Path]) -> Any:
@@ -257,34 +341,12 @@ def read_files(files: list[Path]) -> Any:
     import pyarrow as pa
 
     table = ds.dataset([str(f) for f in files], format="parquet").to_table()
-    # Avro ints land as int32; GX's pandas range check is vectorised only for int64/float64 columns (else a
-    # Python call per row), so narrower integers are widened here, losslessly
+    # Avro ints land as int32; readers (batch scoring, the tests' training sets) get int64, as the features do
     narrow = [i for i, f in enumerate(table.schema) if pa.types.is_integer(f.type) and f.type.bit_width < 64]
     for i in narrow:
         field = table.schema.field(i)
         table = table.set_column(i, field.with_type(pa.int64()), table.column(i).cast(pa.int64()))
     return table.to_pandas()
-
-
-def with_lookups(df: Any, dataset: str, landing_root: Path) -> Any:
-    """``df`` plus the columns its suite looks up in other topics' landing zones (``lookups`` in the suite:
-    ``from`` topic, ``key``, ``columns`` {source: name}), joined by key. Every landed row of the source counts
-    as seen, whatever its validation verdict; a key not seen there gets nulls."""
-    import pandas as pd
-    import pyarrow.dataset as ds
-
-    from mlplatform.ingest.landing import Landing
-
-    for lookup in _suite_file(dataset).get("lookups") or []:
-        source, key, columns = Landing(landing_root, lookup["from"]), lookup["key"], dict(lookup["columns"])
-        files = [str(source.dir / r.file) for r in source.ranges() if r.file]
-        if files:
-            ref = ds.dataset(files, format="parquet").to_table(columns=[key, *columns]).to_pandas()
-        else:
-            ref = pd.DataFrame({c: pd.Series(dtype="object") for c in [key, *columns]})
-        ref = ref.drop_duplicates(key).rename(columns=columns)
-        df = df.drop(columns=[c for c in columns.values() if c in df.columns]).merge(ref, on=key, how="left")
-    return df
 
 
 def validate_topic(
@@ -304,15 +366,18 @@ def validate_topic(
             log.info("%s: nothing new to validate", topic)
             return None
         files = [landing.dir / r.file for r in ranges if r.file]
-        frame = with_lookups(read_files(files), topic, landing_root)
-        report = validate_dataframe(
-            frame, topic, landing.dir.as_uri(), gx_root=gx_root, run_name=batch_id, history=landing.batches("validated")
+        query = batch_query(files, topic, landing_root)
+        stats = batch_stats(query, topic)
+        report = validate_query(
+            query,
+            topic,
+            landing.dir.as_uri(),
+            gx_root=gx_root,
+            run_name=batch_id,
+            history=landing.batches("validated"),
+            rows=int(stats["rows"]),
         )
-        detail = {
-            "report": report.__dict__,
-            "stats": batch_stats(frame, topic),
-            "validated_at": datetime.now(UTC).isoformat(),
-        }
+        detail = {"report": report.__dict__, "stats": stats, "validated_at": datetime.now(UTC).isoformat()}
         if not report.success:
             landing.record_batch("rejected", batch_id, ranges, **detail)
             raise ValidationFailed(report.summary(), report)
@@ -344,15 +409,17 @@ def redrive(
             ) from None
         files = [landing.dir / r.file for r in ranges if r.file]
         new_batch = f"{batch_id}.redrive-{uuid.uuid4().hex[:8]}"
-        frame = with_lookups(read_files(files), topic, landing_root)
-        report = validate_dataframe(
-            frame,
+        query = batch_query(files, topic, landing_root)
+        stats = batch_stats(query, topic)
+        report = validate_query(
+            query,
             topic,
             landing.dir.as_uri(),
             gx_root=gx_root,
             run_name=new_batch,
             overrides=overrides,
             history=landing.batches("validated"),
+            rows=int(stats["rows"]),
         )
         if not report.success:
             raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}", report)
@@ -361,7 +428,7 @@ def redrive(
             ranges,
             new_batch,
             report=report.__dict__,
-            stats=batch_stats(frame, topic),
+            stats=stats,
             overrides=overrides or {},
             validated_at=datetime.now(UTC).isoformat(),
         )

@@ -335,3 +335,29 @@ def test_two_validations_at_once_quarantine_a_failing_batch_once(tmp_path):
         outcomes_ = sorted(pool.map(attempt, ["b1", "b2"]))
     assert outcomes_ == ["failed", "none"]  # the second found the ranges claimed by the first
     assert len(Landing(tmp_path, "support.tickets").quarantined()) == 1
+
+
+def test_a_batch_of_ranges_without_rows_is_not_a_failure(tmp_path):
+    landing = Landing(tmp_path, "support.tickets")
+    dead = Range("support.tickets", 0, 0, 5, rows=0, dead=5, run_id="r", group="g")  # all dead-lettered
+    landing.commit_range(dead, None)
+    assert validate_topic(tmp_path, "support.tickets", "b1") is None  # nothing to check: no batch, no rejection
+    assert not (landing.dir / "_rejected").exists() or not any((landing.dir / "_rejected").iterdir())
+    land(tmp_path, tickets(), 5)
+    report = validate_topic(tmp_path, "support.tickets", "b2")
+    assert report is not None
+    assert report.rows == 5
+
+
+def test_outcomes_see_tickets_landed_under_an_older_schema_with_nulls_for_new_columns(tmp_path):
+    old = tickets(3).drop(columns=["subject"])  # a file of an older schema version: no subject column
+    land(tmp_path, old, 0)
+    land(tmp_path, tickets(2, start=3), 3)
+    report = validate_topic(tmp_path, "support.tickets", "b1")
+    assert report is not None
+    assert report.success, report.summary()
+    assert report.rows == 5
+    land(tmp_path, outcomes(5).drop(columns=["ticket_created_at"]), 0, topic="support.outcomes")
+    outcome_report = validate_topic(tmp_path, "support.outcomes", "o1")
+    assert outcome_report is not None
+    assert outcome_report.success, outcome_report.summary()
