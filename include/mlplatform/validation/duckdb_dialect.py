@@ -44,7 +44,7 @@ class BatchDialect(Dialect):  # type: ignore[misc]
     def connect(self, *cargs: Any, **cparams: Any) -> Any:
         conn = super().connect(*cargs, **cparams)
         raw = conn._ConnectionWrapper__c  # duckdb_engine's wrapper keeps the DuckDB connection private
-        raw.execute("SET TimeZone = 'UTC'")  # timestamps come back as UTC, whatever the host's zone
+        raw.execute("SET GLOBAL TimeZone = 'UTC'")  # as UTC whatever the host's zone (GLOBAL: its cursors too)
         return _Connection(raw)
 
 

@@ -187,42 +187,58 @@ def _checkpoint(ctx: Any, dataset: str, query: str, docs: bool, samples: int) ->
     return ctx.checkpoints.add_or_update(checkpoint)
 
 
-def _sql_files(files: list[Path]) -> str:
-    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}], union_by_name = true)"  # files of older schema versions get nulls
+def _sql_files(files: list[Path] | str) -> str:
+    """``read_parquet`` of files (or of one glob): files of older schema versions get nulls."""
+    paths = [files] if isinstance(files, str) else [str(f) for f in files]
+    quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+    return f"read_parquet([{quoted}], union_by_name = true)"
+
+
+def _columns(query: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of each column of ``query``: from the files' footers, no row is read."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE {query}").fetchall()]
 
 
 def batch_query(files: list[Path], dataset: str, landing_root: Path | None = None) -> str:
     """The batch as one SQL query over its landing files, where they lie: the rows, plus the columns its
     suite looks up in other topics' landing zones (``lookups`` in the suite: ``from`` topic, ``key``,
-    ``columns`` {source: name}), joined by key, when ``landing_root`` is given. Every landed row of the
-    source counts as seen, whatever its validation verdict; a key not seen there gets nulls."""
+    ``columns`` {source: name}), joined by key, when ``landing_root`` is given.
+
+    Every landed file of the source counts as seen, whatever its validation verdict (a glob over its
+    partitions, so the query stays the same size however much has landed); a key landed more than once
+    takes the values it landed with first; a key not seen gets nulls; a looked-up column replaces a batch
+    column of the same name."""
     from mlplatform.ingest.landing import Landing
 
     query = f"SELECT * FROM {_sql_files(files)}"
     for n, lookup in enumerate((_suite_file(dataset).get("lookups") or []) if landing_root is not None else []):
         assert landing_root is not None
         source, key, columns = Landing(landing_root, lookup["from"]), lookup["key"], dict(lookup["columns"])
-        found = [source.dir / r.file for r in source.ranges() if r.file]
-        if found:
+        present = {name for name, _ in _columns(query)} & set(columns.values())
+        excluded = ", ".join(f'"{c}"' for c in sorted(present))
+        own = f"b{n}.* EXCLUDE ({excluded})" if present else f"b{n}.*"
+        if any(r.file for r in source.ranges()):
+            glob = str(source.dir / "partition=*" / "[0-9]*.parquet")  # landed files, not .tmp ones
             picked = ", ".join(f'"{src}" AS "{name}"' for src, name in columns.items())
-            ref = f'SELECT DISTINCT ON ("{key}") "{key}", {picked} FROM {_sql_files(found)} ORDER BY ALL'
+            ref = (
+                f'SELECT DISTINCT ON ("{key}") "{key}", {picked} FROM {_sql_files(glob)} '
+                f'ORDER BY "{key}", "_partition", "_offset"'
+            )
             names = ", ".join(f'l{n}."{name}"' for name in columns.values())
-            query = f'SELECT b{n}.*, {names} FROM ({query}) b{n} LEFT JOIN ({ref}) l{n} ON b{n}."{key}" = l{n}."{key}"'
+            query = f'SELECT {own}, {names} FROM ({query}) b{n} LEFT JOIN ({ref}) l{n} ON b{n}."{key}" = l{n}."{key}"'
         else:
             nulls = ", ".join(f'NULL AS "{name}"' for name in columns.values())
-            query = f"SELECT *, {nulls} FROM ({query})"
+            query = f"SELECT {own}, {nulls} FROM ({query}) b{n}"
     return _booleans_as_integers(query)
 
 
 def _booleans_as_integers(query: str) -> str:
     """Booleans as 0/1, as pandas counts them: GX's SQL mean is ``avg(1.0 * column)``, which no SQL has for
     a boolean (a rate such as the escalation share is the mean of one)."""
-    import duckdb
-
-    with duckdb.connect() as con:
-        described = con.execute(f"DESCRIBE {query}").fetchall()
-    flags = [str(row[0]) for row in described if str(row[1]) == "BOOLEAN"]
+    flags = [name for name, kind in _columns(query) if kind == "BOOLEAN"]
     if not flags:
         return query
     replaced = ", ".join(f'CAST("{c}" AS INTEGER) AS "{c}"' for c in flags)
@@ -268,7 +284,8 @@ def validate_query(
 
     A batch that passes is validated once, without unexpected-value samples (those are a full scan per
     expectation more, and a passing expectation has none). A batch that fails is validated again with
-    them, so its report and its Data Docs page show what was wrong."""
+    them, and only that run is kept and rendered, so its report and its Data Docs page show what was
+    wrong."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
@@ -284,12 +301,21 @@ def validate_query(
         else:
             ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
-        for samples in (0, SAMPLES):
-            checkpoint = _checkpoint(ctx, dataset, query, docs=gx_root is not None, samples=samples)
+        # the first run renders nothing: a pass is rendered from its stored result (the pages the checkpoint's
+        # Data Docs action would write); a failure is dropped and run again with samples, by the action
+        checkpoint = _checkpoint(ctx, dataset, query, docs=False, samples=0)
+        run = checkpoint.run(expectation_parameters=parameters, run_id=gx.RunIdentifier(run_name=run_name))
+        key, result = next(iter(run.run_results.items()))
+        if gx_root is not None and result.success:
+            from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
+
+            ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=[key, ExpectationSuiteIdentifier(dataset)])
+        elif not result.success:
+            if gx_root is not None:
+                ctx.validation_results_store.remove_key(key)
+            checkpoint = _checkpoint(ctx, dataset, query, docs=gx_root is not None, samples=SAMPLES)
             run = checkpoint.run(expectation_parameters=parameters, run_id=gx.RunIdentifier(run_name=run_name))
             key, result = next(iter(run.run_results.items()))
-            if result.success:
-                break
         docs = ""
         if gx_root is not None:
             urls = ctx.get_docs_sites_urls(resource_identifier=key, site_names=[DOCS_SITE])

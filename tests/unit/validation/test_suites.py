@@ -201,6 +201,11 @@ def test_every_run_is_rendered_into_data_docs_and_a_failure_names_its_page(tmp_p
     index = (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
     assert "b1" in index
     assert "b2" in index
+    # the failed batch was checked twice (fast, then for samples): only the run with samples is kept and shown
+    stored = list((gx_root / "gx" / "uncommitted" / "validations").rglob("*.json"))
+    assert len([p for p in stored if "b2" in p.parts]) == 1, stored
+    assert len([p for p in bad_page.parent.parent.rglob("*.html")]) == 1
+    assert "9" in html  # the unexpected value itself, as a sample
 
 
 def test_a_stale_backfill_is_quarantined_then_redriven_with_the_bound_it_needs(tmp_path):
@@ -361,3 +366,13 @@ def test_outcomes_see_tickets_landed_under_an_older_schema_with_nulls_for_new_co
     outcome_report = validate_topic(tmp_path, "support.outcomes", "o1")
     assert outcome_report is not None
     assert outcome_report.success, outcome_report.summary()
+
+
+def test_a_looked_up_column_replaces_a_batch_column_of_the_same_name(tmp_path):
+    land(tmp_path, tickets(5), 0)
+    stale = outcomes(5)
+    stale["ticket_created_at"] = NOW + timedelta(days=1)  # the producer's own (wrong) column: after resolution
+    land(tmp_path, stale, 0, topic="support.outcomes")
+    report = validate_topic(tmp_path, "support.outcomes", "o1")  # the landed tickets' times are used instead
+    assert report is not None
+    assert report.success, report.summary()
