@@ -375,6 +375,31 @@ def read_files(files: list[Path]) -> Any:
     return table.to_pandas()
 
 
+def _validate_ranges(
+    landing: Any,
+    ranges: list[Any],
+    landing_root: Path,
+    gx_root: Path | None,
+    run_name: str,
+    overrides: dict[str, float] | None = None,
+) -> tuple[ValidationReport, dict[str, float]]:
+    """Validate landed ranges of a topic as one batch; returns the report and the batch's statistics."""
+    files = [landing.dir / r.file for r in ranges if r.file]
+    query = batch_query(files, landing.topic, landing_root)
+    stats = batch_stats(query, landing.topic)
+    report = validate_query(
+        query,
+        landing.topic,
+        landing.dir.as_uri(),
+        gx_root=gx_root,
+        run_name=run_name,
+        overrides=overrides,
+        history=landing.batches("validated"),
+        rows=int(stats["rows"]),
+    )
+    return report, stats
+
+
 def validate_topic(
     landing_root: Path, topic: str, batch_id: str, gx_root: Path | None = None
 ) -> ValidationReport | None:
@@ -391,18 +416,7 @@ def validate_topic(
         if not ranges:
             log.info("%s: nothing new to validate", topic)
             return None
-        files = [landing.dir / r.file for r in ranges if r.file]
-        query = batch_query(files, topic, landing_root)
-        stats = batch_stats(query, topic)
-        report = validate_query(
-            query,
-            topic,
-            landing.dir.as_uri(),
-            gx_root=gx_root,
-            run_name=batch_id,
-            history=landing.batches("validated"),
-            rows=int(stats["rows"]),
-        )
+        report, stats = _validate_ranges(landing, ranges, landing_root, gx_root, batch_id)
         detail = {"report": report.__dict__, "stats": stats, "validated_at": datetime.now(UTC).isoformat()}
         if not report.success:
             landing.record_batch("rejected", batch_id, ranges, **detail)
@@ -433,20 +447,8 @@ def redrive(
             raise LookupError(
                 f"{topic}: batch {batch_id!r} is not in quarantine (quarantined: {', '.join(held) or 'none'})"
             ) from None
-        files = [landing.dir / r.file for r in ranges if r.file]
         new_batch = f"{batch_id}.redrive-{uuid.uuid4().hex[:8]}"
-        query = batch_query(files, topic, landing_root)
-        stats = batch_stats(query, topic)
-        report = validate_query(
-            query,
-            topic,
-            landing.dir.as_uri(),
-            gx_root=gx_root,
-            run_name=new_batch,
-            overrides=overrides,
-            history=landing.batches("validated"),
-            rows=int(stats["rows"]),
-        )
+        report, stats = _validate_ranges(landing, ranges, landing_root, gx_root, new_batch, overrides)
         if not report.success:
             raise ValidationFailed(f"{batch_id} stays in quarantine:\n{report.summary()}", report)
         landing.release(
