@@ -214,8 +214,9 @@ def batch_query(files: list[Path], dataset: str, landing_root: Path | None = Non
     from mlplatform.ingest.landing import Landing
 
     query = f"SELECT * FROM {_sql_files(files)}"
-    for n, lookup in enumerate((_suite_file(dataset).get("lookups") or []) if landing_root is not None else []):
-        assert landing_root is not None
+    lookups = (_suite_file(dataset).get("lookups") or []) if landing_root is not None else []
+    for n, lookup in enumerate(lookups):
+        assert landing_root is not None  # (lookups is empty otherwise)
         source, key, columns = Landing(landing_root, lookup["from"]), lookup["key"], dict(lookup["columns"])
         present = {name for name, _ in _columns(query)} & set(columns.values())
         excluded = ", ".join(f'"{c}"' for c in sorted(present))
@@ -301,11 +302,15 @@ def validate_query(
         else:
             ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+
+        def run(docs: bool, samples: int) -> tuple[Any, Any]:
+            checkpoint = _checkpoint(ctx, dataset, query, docs=docs, samples=samples)
+            done = checkpoint.run(expectation_parameters=parameters, run_id=gx.RunIdentifier(run_name=run_name))
+            return next(iter(done.run_results.items()))
+
         # the first run renders nothing: a pass is rendered from its stored result (the pages the checkpoint's
         # Data Docs action would write); a failure is dropped and run again with samples, by the action
-        checkpoint = _checkpoint(ctx, dataset, query, docs=False, samples=0)
-        run = checkpoint.run(expectation_parameters=parameters, run_id=gx.RunIdentifier(run_name=run_name))
-        key, result = next(iter(run.run_results.items()))
+        key, result = run(docs=False, samples=0)
         if gx_root is not None and result.success:
             from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
@@ -313,9 +318,7 @@ def validate_query(
         elif not result.success:
             if gx_root is not None:
                 ctx.validation_results_store.remove_key(key)
-            checkpoint = _checkpoint(ctx, dataset, query, docs=gx_root is not None, samples=SAMPLES)
-            run = checkpoint.run(expectation_parameters=parameters, run_id=gx.RunIdentifier(run_name=run_name))
-            key, result = next(iter(run.run_results.items()))
+            key, result = run(docs=gx_root is not None, samples=SAMPLES)
         docs = ""
         if gx_root is not None:
             urls = ctx.get_docs_sites_urls(resource_identifier=key, site_names=[DOCS_SITE])
