@@ -73,3 +73,30 @@ def _docs_app() -> Any:
     from mlplatform.pipeline.stages import gx_root
 
     return app(gx_root(get_settings()))
+
+
+_template_cache: dict[str, Any] = {}
+
+
+def cache_templates(gx_root: Path) -> None:
+    """Keep GX's Data Docs templates compiled on disk, in the project at ``gx_root``.
+
+    GX builds a new Jinja environment for each page it renders, so each build compiled the same templates
+    again: 0.3 s of the 0.4 s it took to render a run's page, its suite's page and the index, and every
+    validate task is a new process. Jinja's own ``FileSystemBytecodeCache`` (keyed by each template's
+    source checksum, written atomically) makes that a load; GX's output is unchanged. Idempotent."""
+    from great_expectations.render.view.view import DefaultJinjaView
+    from jinja2 import FileSystemBytecodeCache
+
+    where = gx_root / "gx" / "uncommitted" / "jinja_cache"
+    where.mkdir(parents=True, exist_ok=True)
+    _template_cache["bcc"] = FileSystemBytecodeCache(str(where))
+    if "init" in _template_cache:
+        return
+    init = _template_cache["init"] = DefaultJinjaView.__init__
+
+    def cached_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.env.bytecode_cache = _template_cache["bcc"]
+
+    DefaultJinjaView.__init__ = cached_init  # type: ignore[method-assign]

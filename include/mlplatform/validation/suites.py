@@ -300,7 +300,10 @@ def validate_query(
         if gx_root is None:
             ctx = gx.get_context(mode="ephemeral")
         else:
+            from mlplatform.validation.docs import cache_templates
+
             ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
+            cache_templates(gx_root)
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
 
         def run(docs: bool, samples: int) -> tuple[Any, Any]:

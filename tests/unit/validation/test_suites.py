@@ -208,6 +208,32 @@ def test_every_run_is_rendered_into_data_docs_and_a_failure_names_its_page(tmp_p
     assert "9" in html  # the unexpected value itself, as a sample
 
 
+def test_data_docs_templates_are_compiled_once_per_project_then_loaded(tmp_path, monkeypatch):
+    import jinja2
+
+    gx_root = tmp_path / "gx"
+    land(tmp_path, tickets(), 0)
+    validate_topic(tmp_path, "support.tickets", "b1", gx_root=gx_root)
+    assert any((gx_root / "gx" / "uncommitted" / "jinja_cache").iterdir())
+    compiled: list[str] = []
+    compile_ = jinja2.Environment.compile
+
+    def spy(self, source, name=None, filename=None, *args, **kwargs):
+        compiled.append(str(name))
+        return compile_(self, source, name, filename, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", spy)
+    land(tmp_path, tickets(start=5), 5)
+    report = validate_topic(tmp_path, "support.tickets", "b2", gx_root=gx_root)
+    assert report is not None
+    from mlplatform.validation.suites import uri_to_path
+
+    assert "support.tickets" in uri_to_path(report.docs).read_text()  # the page is rendered in full
+    index = (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    assert "b2" in index
+    assert [n for n in compiled if n.endswith((".j2", ".html"))] == []  # every page template came from the cache
+
+
 def test_a_stale_backfill_is_quarantined_then_redriven_with_the_bound_it_needs(tmp_path):
     from mlplatform.validation.suites import redrive
 
