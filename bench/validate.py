@@ -1,7 +1,7 @@
 """Validation benchmark: this project's Great Expectations gate on a batch of landed tickets against the same
 checks written in ``pyarrow.compute``, on the same Parquet file, in the same run.
 
-This project: what ``validate_topic`` does with a batch: ``batch_query`` (the batch as a DuckDB query
+This project: what ``validate_topic`` does with a batch: ``open_batch`` (the batch as a DuckDB query
 over its Parquet files, where they lie), ``batch_stats`` (its row count, for the trailing bounds), then
 ``validate_query``: the ``support.tickets`` suite as a GX checkpoint on GX's SQL engine over DuckDB, with
 the suite parameters of that moment. Measured twice: ephemeral (the checkpoint alone) and with a file GX
@@ -126,11 +126,11 @@ def peer_checks(path: str, params: dict[str, Any]) -> dict[str, int]:
 
 def ours(path: str, now: datetime, gx_root: Path | None) -> Any:
     """What ``validate_topic`` does with a batch, less the landing zone's bookkeeping."""
-    from mlplatform.validation.suites import batch_query, batch_stats, validate_query
+    from mlplatform.validation.suites import batch_stats, open_batch, validate_query
 
-    query = batch_query([Path(path)], DATASET)
-    rows = int(batch_stats(query, DATASET)["rows"])
-    return validate_query(query, DATASET, uri=path, now=now, gx_root=gx_root, run_name="bench", rows=rows)
+    with open_batch([Path(path)], DATASET) as query:
+        rows = int(batch_stats(query, DATASET)["rows"])
+        return validate_query(query, DATASET, uri=path, now=now, gx_root=gx_root, run_name="bench", rows=rows)
 
 
 def failed_names(report: Any) -> set[str]:

@@ -7,7 +7,10 @@ same host and port as the UI that links to them."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -75,28 +78,34 @@ def _docs_app() -> Any:
     return app(gx_root(get_settings()))
 
 
-_template_cache: dict[str, Any] = {}
+_template_cache: contextvars.ContextVar[Any] = contextvars.ContextVar("mlp_gx_template_cache", default=None)
 
 
-def cache_templates(gx_root: Path) -> None:
-    """Keep GX's Data Docs templates compiled on disk, in the project at ``gx_root``.
+@contextlib.contextmanager
+def cached_templates(gx_root: Path) -> Iterator[None]:
+    """Within the block, GX's Data Docs templates are kept compiled on disk in the project at ``gx_root``.
 
     GX builds a new Jinja environment for each page it renders, so each build compiled the same templates
     again: 0.3 s of the 0.4 s it took to render a run's page, its suite's page and the index, and every
     validate task is a new process. Jinja's own ``FileSystemBytecodeCache`` (keyed by each template's
-    source checksum, written atomically) makes that a load; GX's output is unchanged. Idempotent."""
+    source checksum, written atomically) makes that a load; GX's output is unchanged. The cache is this
+    block's (a context variable: another thread or project renders without it, or with its own)."""
     from great_expectations.render.view.view import DefaultJinjaView
     from jinja2 import FileSystemBytecodeCache
 
     where = gx_root / "gx" / "uncommitted" / "jinja_cache"
-    where.mkdir(parents=True, exist_ok=True)
-    _template_cache["bcc"] = FileSystemBytecodeCache(str(where))
-    if "init" in _template_cache:
-        return
-    init = _template_cache["init"] = DefaultJinjaView.__init__
+    where.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not getattr(DefaultJinjaView.__init__, "_mlp_cached", False):
+        init = DefaultJinjaView.__init__
 
-    def cached_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.env.bytecode_cache = _template_cache["bcc"]
+        def cached_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self.env.bytecode_cache = _template_cache.get()
 
-    DefaultJinjaView.__init__ = cached_init  # type: ignore[method-assign]
+        cached_init._mlp_cached = True  # type: ignore[attr-defined]
+        DefaultJinjaView.__init__ = cached_init  # type: ignore[method-assign]
+    token = _template_cache.set(FileSystemBytecodeCache(str(where)))
+    try:
+        yield
+    finally:
+        _template_cache.reset(token)

@@ -28,13 +28,25 @@ NAME = "mlp_duckdb"
 URL = f"{NAME}:///:memory:"
 
 
+class _Cursor(CursorWrapper):
+    """duckdb_engine's cursor, closed for real: its own DuckDB cursor (a connection) and result go when
+    SQLAlchemy closes it, which it does once the rows are fetched, not when GX closes the connection."""
+
+    def __init__(self, cursor: Any, connection: Any) -> None:
+        super().__init__(cursor, connection)
+        self._own = cursor
+
+    def close(self) -> None:
+        self._own.close()
+
+
 class _Connection(ConnectionWrapper):
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
         self._raw = conn
 
     def cursor(self) -> CursorWrapper:
-        return CursorWrapper(self._raw.cursor(), self)
+        return _Cursor(self._raw.cursor(), self)
 
 
 class BatchDialect(Dialect):  # type: ignore[misc]

@@ -11,10 +11,11 @@ downstream. An empty batch is not a failure.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,6 +163,15 @@ def _project_lock(gx_root: Path | None) -> Iterator[None]:
         yield
 
 
+def _templates(gx_root: Path | None) -> contextlib.AbstractContextManager[None]:
+    """Data Docs templates compiled once per project (``docs.cached_templates``)."""
+    if gx_root is None:
+        return contextlib.nullcontext()
+    from mlplatform.validation.docs import cached_templates
+
+    return cached_templates(gx_root)
+
+
 SOURCE = "landed"  # the GX data source: DuckDB over the batch's files (duckdb_dialect)
 SAMPLES = 20  # unexpected values a failed expectation shows (in the report and in Data Docs)
 
@@ -187,11 +197,23 @@ def _checkpoint(ctx: Any, dataset: str, query: str, docs: bool, samples: int) ->
     return ctx.checkpoints.add_or_update(checkpoint)
 
 
-def _sql_files(files: list[Path] | str) -> str:
-    """``read_parquet`` of files (or of one glob): files of older schema versions get nulls."""
-    paths = [files] if isinstance(files, str) else [str(f) for f in files]
-    quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    return f"read_parquet([{quoted}], union_by_name = true)"
+GLOB_CHARACTERS = frozenset("*?[]{}")
+
+
+def _sql_files(files: list[Path]) -> str:
+    """``read_parquet`` of exactly these files: files of older schema versions get nulls, and the landing
+    zone's ``partition=<p>`` folders are not read as a column (no hive partitioning). DuckDB reads every
+    path as a glob pattern, so a path with a glob character is refused rather than matched loosely."""
+    for f in files:
+        if GLOB_CHARACTERS & set(str(f)):
+            raise ValueError(f"cannot validate {f}: its path has a glob character ({''.join(sorted(GLOB_CHARACTERS))})")
+    quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{quoted}], union_by_name = true, hive_partitioning = false)"
+
+
+def _ident(name: str) -> str:
+    """A column name as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _columns(query: str) -> list[tuple[str, str]]:
@@ -202,38 +224,73 @@ def _columns(query: str) -> list[tuple[str, str]]:
         return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE {query}").fetchall()]
 
 
-def batch_query(files: list[Path], dataset: str, landing_root: Path | None = None) -> str:
+def batch_query(
+    files: list[Path], dataset: str, landing_root: Path | None = None, link: Callable[[Path], Path] | None = None
+) -> str:
     """The batch as one SQL query over its landing files, where they lie: the rows, plus the columns its
     suite looks up in other topics' landing zones (``lookups`` in the suite: ``from`` topic, ``key``,
     ``columns`` {source: name}), joined by key, when ``landing_root`` is given.
 
-    Every landed file of the source counts as seen, whatever its validation verdict (a glob over its
-    partitions, so the query stays the same size however much has landed); a key landed more than once
-    takes the values it landed with first; a key not seen gets nulls; a looked-up column replaces a batch
-    column of the same name."""
+    The source's landed files are those its manifest lists now, whatever their validation verdict (a file
+    that never reached the manifest, left by a crash, is not landed); a key landed more than once takes the
+    values it landed with first; a key not seen gets nulls; a looked-up column replaces a batch column of
+    the same name. ``link`` maps each file to the path the query names (default: itself). Validate through
+    ``open_batch``, which runs the lookups once."""
     from mlplatform.ingest.landing import Landing
 
-    query = f"SELECT * FROM {_sql_files(files)}"
+    link = link or (lambda f: f)
+    query = f"SELECT * FROM {_sql_files([link(f) for f in files])}"
     lookups = (_suite_file(dataset).get("lookups") or []) if landing_root is not None else []
     for n, lookup in enumerate(lookups):
         assert landing_root is not None  # (lookups is empty otherwise)
-        source, key, columns = Landing(landing_root, lookup["from"]), lookup["key"], dict(lookup["columns"])
+        source, key, columns = Landing(landing_root, lookup["from"]), _ident(lookup["key"]), dict(lookup["columns"])
         present = {name for name, _ in _columns(query)} & set(columns.values())
-        excluded = ", ".join(f'"{c}"' for c in sorted(present))
+        excluded = ", ".join(_ident(c) for c in sorted(present))
         own = f"b{n}.* EXCLUDE ({excluded})" if present else f"b{n}.*"
-        if any(r.file for r in source.ranges()):
-            glob = str(source.dir / "partition=*" / "[0-9]*.parquet")  # landed files, not .tmp ones
-            picked = ", ".join(f'"{src}" AS "{name}"' for src, name in columns.items())
+        landed = [link(source.dir / r.file) for r in source.ranges() if r.file]
+        if landed:
+            picked = ", ".join(f"{_ident(src)} AS {_ident(name)}" for src, name in columns.items())
             ref = (
-                f'SELECT DISTINCT ON ("{key}") "{key}", {picked} FROM {_sql_files(glob)} '
-                f'ORDER BY "{key}", "_partition", "_offset"'
+                f"SELECT DISTINCT ON ({key}) {key}, {picked} FROM {_sql_files(landed)} "
+                f'ORDER BY {key}, "_partition", "_offset"'
             )
-            names = ", ".join(f'l{n}."{name}"' for name in columns.values())
-            query = f'SELECT {own}, {names} FROM ({query}) b{n} LEFT JOIN ({ref}) l{n} ON b{n}."{key}" = l{n}."{key}"'
+            names = ", ".join(f"l{n}.{_ident(name)}" for name in columns.values())
+            query = f"SELECT {own}, {names} FROM ({query}) b{n} LEFT JOIN ({ref}) l{n} ON b{n}.{key} = l{n}.{key}"
         else:
-            nulls = ", ".join(f'NULL AS "{name}"' for name in columns.values())
+            nulls = ", ".join(f"NULL AS {_ident(name)}" for name in columns.values())
             query = f"SELECT {own}, {nulls} FROM ({query}) b{n}"
     return _booleans_as_integers(query)
+
+
+@contextlib.contextmanager
+def open_batch(files: list[Path], dataset: str, landing_root: Path | None = None) -> Iterator[str]:
+    """The batch of landing ``files`` as one DuckDB query (``batch_query``), valid for the block. Its files
+    are named by links in a temporary directory, so any landing path works: DuckDB reads a path as a glob
+    pattern, and GX reads the query as SQLAlchemy ``text()``, where a path's ``:name`` is a bind parameter.
+    When the suite has lookups, the joined batch is written to one Parquet file there first: the join
+    runs once, not in each of the suite's queries, and every expectation sees the same looked-up rows
+    however much lands meanwhile."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlp-batch-") as tmp:
+        links = itertools.count()
+
+        def link(f: Path) -> Path:
+            named = Path(tmp) / f"{next(links)}.parquet"
+            named.symlink_to(Path(f).resolve())
+            return named
+
+        query = batch_query(files, dataset, landing_root, link)
+        if landing_root is None or not _suite_file(dataset).get("lookups"):
+            yield query
+            return
+        import duckdb
+
+        path = Path(tmp) / "batch.parquet"
+        with duckdb.connect() as con:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"COPY ({query}) TO '{path}' (FORMAT parquet)")
+        yield f"SELECT * FROM {_sql_files([path])}"
 
 
 def _booleans_as_integers(query: str) -> str:
@@ -242,7 +299,7 @@ def _booleans_as_integers(query: str) -> str:
     flags = [name for name, kind in _columns(query) if kind == "BOOLEAN"]
     if not flags:
         return query
-    replaced = ", ".join(f'CAST("{c}" AS INTEGER) AS "{c}"' for c in flags)
+    replaced = ", ".join(f"CAST({_ident(c)} AS INTEGER) AS {_ident(c)}" for c in flags)
     return f"SELECT * REPLACE ({replaced}) FROM ({query})"
 
 
@@ -256,7 +313,7 @@ def batch_stats(query: str, dataset: str) -> dict[str, float]:
         stat = str(rule.get("trailing", "")) if isinstance(rule, dict) else ""
         if stat.startswith("mean:") and stat not in means:
             means.append(stat)
-    select = ", ".join(["count(*)", *(f'avg(CAST("{m.removeprefix("mean:")}" AS DOUBLE))' for m in means)])
+    select = ", ".join(["count(*)", *(f"avg(CAST({_ident(m.removeprefix('mean:'))} AS DOUBLE))" for m in means)])
     with duckdb.connect() as con:
         row = con.execute(f"SELECT {select} FROM ({query})").fetchone()
     assert row is not None
@@ -296,14 +353,11 @@ def validate_query(
     if rows is None:
         rows = int(batch_stats(query, dataset)["rows"])
     parameters = suite_parameters(dataset, now, overrides, history, rows)
-    with _project_lock(gx_root):
+    with _project_lock(gx_root), _templates(gx_root):
         if gx_root is None:
             ctx = gx.get_context(mode="ephemeral")
         else:
-            from mlplatform.validation.docs import cache_templates
-
             ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
-            cache_templates(gx_root)
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
 
         def run(docs: bool, samples: int) -> tuple[Any, Any]:
@@ -349,7 +403,8 @@ def validate_files(
 ) -> ValidationReport:
     """Validate landing files (with the suite's lookups in ``landing_root``) where they lie; ``kwargs`` as
     ``validate_query``."""
-    return validate_query(batch_query(files, dataset, landing_root), dataset, **kwargs)
+    with open_batch(files, dataset, landing_root) as query:
+        return validate_query(query, dataset, **kwargs)
 
 
 def validate_dataframe(df: Any, dataset: str, **kwargs: Any) -> ValidationReport:
@@ -391,18 +446,18 @@ def _validate_ranges(
 ) -> tuple[ValidationReport, dict[str, float]]:
     """Validate landed ranges of a topic as one batch; returns the report and the batch's statistics."""
     files = [landing.dir / r.file for r in ranges if r.file]
-    query = batch_query(files, landing.topic, landing_root)
-    stats = batch_stats(query, landing.topic)
-    report = validate_query(
-        query,
-        landing.topic,
-        landing.dir.as_uri(),
-        gx_root=gx_root,
-        run_name=run_name,
-        overrides=overrides,
-        history=landing.batches("validated"),
-        rows=int(stats["rows"]),
-    )
+    with open_batch(files, landing.topic, landing_root) as query:
+        stats = batch_stats(query, landing.topic)
+        report = validate_query(
+            query,
+            landing.topic,
+            landing.dir.as_uri(),
+            gx_root=gx_root,
+            run_name=run_name,
+            overrides=overrides,
+            history=landing.batches("validated"),
+            rows=int(stats["rows"]),
+        )
     return report, stats
 
 

@@ -402,3 +402,71 @@ def test_a_looked_up_column_replaces_a_batch_column_of_the_same_name(tmp_path):
     report = validate_topic(tmp_path, "support.outcomes", "o1")  # the landed tickets' times are used instead
     assert report is not None
     assert report.success, report.summary()
+
+
+def test_the_batch_has_the_landed_columns_only_not_the_partition_folders(tmp_path):
+    import duckdb
+
+    from mlplatform.validation.suites import batch_query
+
+    rng = land(tmp_path, tickets(), 0)
+    query = batch_query([Landing(tmp_path, "support.tickets").dir / rng.file], "support.tickets", tmp_path)
+    with duckdb.connect() as con:
+        names = [d[0] for d in con.execute(f"SELECT * FROM ({query}) LIMIT 0").description]
+    assert names == list(tickets().columns)  # no "partition" column from the partition=0 folder
+
+
+def test_a_ticket_landed_twice_is_looked_up_as_it_first_landed_and_outcomes_are_not_multiplied(tmp_path):
+    import duckdb
+
+    from mlplatform.validation.suites import open_batch
+
+    land(tmp_path, tickets(), 0)
+    again = tickets(1).assign(_offset=[5], created_at=[NOW + timedelta(days=30)])  # T0 resent, a later time
+    land(tmp_path, again, 5)
+    rng = land(tmp_path, outcomes().drop(columns="ticket_created_at"), 0, "support.outcomes")
+    files = [Landing(tmp_path, "support.outcomes").dir / rng.file]
+    with open_batch(files, "support.outcomes", tmp_path) as query:
+        with duckdb.connect() as con:
+            rows = con.execute(f"SELECT ticket_id, ticket_created_at FROM ({query}) ORDER BY ticket_id").fetchall()
+    assert [r[0] for r in rows] == ["T0", "T1", "T2", "T3", "T4"]
+    assert rows[0][1] == tickets()["created_at"][0].to_pydatetime()  # as first landed (offset 0)
+
+
+def test_outcomes_with_no_ticket_landed_at_all_fail_the_seen_ticket_check(tmp_path):
+    land(tmp_path, outcomes().drop(columns="ticket_created_at"), 0, "support.outcomes")
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_not_be_null"):
+        validate_topic(tmp_path, "support.outcomes", "o1")
+
+
+def test_lookups_see_only_files_the_manifest_lists(tmp_path):
+    land(tmp_path, outcomes().drop(columns="ticket_created_at"), 0, "support.outcomes")
+    stray = (
+        Landing(tmp_path, "support.tickets").dir / "partition=0" / "00000000000000000000-00000000000000000004.parquet"
+    )
+    stray.parent.mkdir(parents=True)
+    tickets().to_parquet(stray)  # left by a crash before its manifest entry: not landed
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_not_be_null"):
+        validate_topic(tmp_path, "support.outcomes", "o1")
+
+
+@pytest.mark.parametrize("name", ["run-:x", "landing[1]", "it's *"])
+def test_a_landing_root_with_sql_or_glob_characters_validates(tmp_path, name):
+    """ ":x" after a non-word character is a bind parameter to SQLAlchemy's text(); "[1]" and "*" are globs
+    to DuckDB; a quote ends a SQL string."""
+    root = tmp_path / name
+    land(root, tickets(), 0)
+    report = validate_topic(root, "support.tickets", "b1", gx_root=root / "gx")
+    assert report is not None
+    assert report.success, report.summary()
+    land(root, outcomes().drop(columns="ticket_created_at"), 0, "support.outcomes")
+    outcome_report = validate_topic(root, "support.outcomes", "o1")  # the lookup reads the tickets there too
+    assert outcome_report is not None
+    assert outcome_report.success, outcome_report.summary()
+
+
+def test_a_path_with_a_glob_character_is_refused_rather_than_matched_loosely(tmp_path):
+    from mlplatform.validation.suites import batch_query
+
+    with pytest.raises(ValueError, match="glob character"):
+        batch_query([tmp_path / "partition=0" / "0-[4].parquet"], "support.tickets")
