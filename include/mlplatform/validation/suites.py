@@ -172,6 +172,21 @@ def _templates(gx_root: Path | None) -> contextlib.AbstractContextManager[None]:
     return cached_templates(gx_root)
 
 
+INDEX_RUNS = 500  # the newest runs the Data Docs index lists (GX reads each listed result at every build)
+
+
+def _limit_index(ctx: Any) -> None:
+    """Bound the Data Docs index to the newest ``INDEX_RUNS`` runs. GX's index builder reads every stored
+    validation result at each build, so without a bound each validation got slower as results piled up (an
+    hourly topic stores about 9,000 a year). Older runs keep their pages (their links still work); they
+    leave the index only. Written into the project's config once."""
+    site = dict(ctx.variables.data_docs_sites[DOCS_SITE])
+    index = dict(site.get("site_index_builder") or {"class_name": "DefaultSiteIndexBuilder"})
+    if index.get("validation_results_limit") != INDEX_RUNS:
+        site["site_index_builder"] = {**index, "validation_results_limit": INDEX_RUNS}
+        ctx.update_data_docs_site(DOCS_SITE, site)
+
+
 SOURCE = "landed"  # the GX data source: DuckDB over the batch's files (duckdb_dialect)
 SAMPLES = 20  # unexpected values a failed expectation shows (in the report and in Data Docs)
 
@@ -358,6 +373,7 @@ def validate_query(
             ctx = gx.get_context(mode="ephemeral")
         else:
             ctx = gx.get_context(mode="file", project_root_dir=str(gx_root))
+            _limit_index(ctx)
         ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
 
         def run(docs: bool, samples: int) -> tuple[Any, Any]:

@@ -234,6 +234,25 @@ def test_data_docs_templates_are_compiled_once_per_project_then_loaded(tmp_path,
     assert [n for n in compiled if n.endswith((".j2", ".html"))] == []  # every page template came from the cache
 
 
+def test_the_data_docs_index_lists_the_newest_runs_and_older_pages_stay(tmp_path, monkeypatch):
+    from mlplatform.validation import suites
+    from mlplatform.validation.suites import uri_to_path
+
+    monkeypatch.setattr(suites, "INDEX_RUNS", 2)
+    gx_root = tmp_path / "gx"
+    pages = []
+    for k in range(3):
+        land(tmp_path, tickets(start=5 * k), 5 * k)
+        report = validate_topic(tmp_path, "support.tickets", f"run{k}", gx_root=gx_root)
+        assert report is not None
+        pages.append(uri_to_path(report.docs))
+    index = (gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    assert "run1" in index
+    assert "run2" in index
+    assert "run0" not in index  # out of the index (GX reads every listed result at each build)...
+    assert pages[0].is_file()  # ...but its page, which its task's link opens, is still there
+
+
 def test_a_stale_backfill_is_quarantined_then_redriven_with_the_bound_it_needs(tmp_path):
     from mlplatform.validation.suites import redrive
 
