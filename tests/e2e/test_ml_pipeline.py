@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from mlplatform.config.settings import Settings
 from mlplatform.features import store
 from mlplatform.ingest.watch import ingestion_lag
 from mlplatform.pipeline import stages
@@ -333,6 +334,32 @@ def test_new_events_wake_ingest_events_through_the_kafka_watcher(client, setting
     assert not any(lag.values()), lag
 
 
+def _wait_until_every_ticket_is_validated(client: AirflowClient, settings: Settings, timeout: float = 600) -> None:
+    """Until the tickets an earlier test produced are landed and claimed by a batch, with no run of the chain
+    active: a batch takes every landed range no batch has claimed, so a test that needs a batch of its own
+    events alone waits for this first."""
+    from mlplatform.ingest.landing import Landing
+
+    kafka = {"bootstrap.servers": settings.kafka_bootstrap}
+    landing = Landing(stages.landing_root(settings), settings.tickets_topic)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        active = [
+            r
+            for dag_id in ("ingest_events", "validate_landing")
+            for r in client.request(
+                "GET", f"/dags/{dag_id}/dagRuns", params={"state": ["queued", "running"], "limit": 10}
+            )["dag_runs"]
+        ]
+        lag = ingestion_lag(kafka, settings.tickets_topic, settings.consumer_group)
+        if not active and not lag and not landing.unvalidated():
+            return
+        if not active and not lag:  # landed, and nothing will claim it by itself
+            client.trigger("validate_landing", conf={"topics": [settings.tickets_topic]})
+        time.sleep(5)
+    raise AssertionError(f"the chain did not settle within {timeout} s: {len(landing.unvalidated())} ranges unclaimed")
+
+
 @pytest.mark.timeout(1500)
 def test_a_stale_backfill_is_quarantined_and_flows_on_after_a_redrive(client, settings):
     """validate_landing quarantines a batch its suite refuses (a backfill of events ten weeks old is stale):
@@ -352,6 +379,7 @@ def test_a_stale_backfill_is_quarantined_and_flows_on_after_a_redrive(client, se
         df = pd.read_parquet(path)
         return sorted(df[df.event_timestamp < cutoff].astype(str).itertuples(index=False, name=None))  # NaN-safe
 
+    _wait_until_every_ticket_is_validated(client, settings)  # the backfill must be a batch of its own
     before = old_feature_rows()
     since = datetime.now(UTC)
     produced = stages.produce_events(events=200, seed=uuid.uuid4().int % 9000, days_back=70)
