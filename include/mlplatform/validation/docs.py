@@ -82,14 +82,18 @@ _template_cache: contextvars.ContextVar[Any] = contextvars.ContextVar("mlp_gx_te
 
 
 @contextlib.contextmanager
-def cached_templates(gx_root: Path) -> Iterator[None]:
-    """Within the block, GX's Data Docs templates are kept compiled on disk in the project at ``gx_root``.
+def cached_templates(gx_root: Path | None) -> Iterator[None]:
+    """Within the block, GX's Data Docs templates are kept compiled on disk in the project at ``gx_root``
+    (nothing to keep for an ephemeral project: ``None``).
 
     GX builds a new Jinja environment for each page it renders, so each build compiled the same templates
     again: 0.3 s of the 0.4 s it took to render a run's page, its suite's page and the index, and every
     validate task is a new process. Jinja's own ``FileSystemBytecodeCache`` (keyed by each template's
     source checksum, written atomically) makes that a load; GX's output is unchanged. The cache is this
     block's (a context variable: another thread or project renders without it, or with its own)."""
+    if gx_root is None:
+        yield
+        return
     from great_expectations.render.view.view import DefaultJinjaView
     from jinja2 import FileSystemBytecodeCache
 

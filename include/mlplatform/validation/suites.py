@@ -163,15 +163,6 @@ def _project_lock(gx_root: Path | None) -> Iterator[None]:
         yield
 
 
-def _templates(gx_root: Path | None) -> contextlib.AbstractContextManager[None]:
-    """Data Docs templates compiled once per project (``docs.cached_templates``)."""
-    if gx_root is None:
-        return contextlib.nullcontext()
-    from mlplatform.validation.docs import cached_templates
-
-    return cached_templates(gx_root)
-
-
 INDEX_RUNS = 500  # the newest runs the Data Docs index lists (GX reads each listed result at every build)
 
 
@@ -368,7 +359,9 @@ def validate_query(
     if rows is None:
         rows = int(batch_stats(query, dataset)["rows"])
     parameters = suite_parameters(dataset, now, overrides, history, rows)
-    with _project_lock(gx_root), _templates(gx_root):
+    from mlplatform.validation.docs import cached_templates
+
+    with _project_lock(gx_root), cached_templates(gx_root):
         if gx_root is None:
             ctx = gx.get_context(mode="ephemeral")
         else:
