@@ -6,13 +6,31 @@ import time
 from typing import Any
 
 import httpx
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import (
+    Retrying,
+    retry,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 TERMINAL = {"success", "failed"}
+# methods the API applies idempotently: sent again after a transient server error (Airflow answers a
+# database deadlock or a dropped connection with a 500 "Database error", and rolls that request back)
+IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE"}
 
 
 class AirflowApiError(RuntimeError):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, AirflowApiError) and exc.status is not None and exc.status >= 500
 
 
 class AirflowClient:
@@ -32,10 +50,21 @@ class AirflowClient:
             self._token = resp.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
-    def request(self, method: str, path: str, **kw: Any) -> Any:
+    def request(self, method: str, path: str, attempts: int = 4, **kw: Any) -> Any:
+        """One API call; an idempotent one is sent again (``attempts`` in all) while the server answers 5xx.
+        A POST is sent once: sending it again could create a second run."""
+        retrying = Retrying(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(attempts if method.upper() in IDEMPOTENT else 1),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            reraise=True,
+        )
+        return retrying(self._request, method, path, **kw)
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
         resp = self.http.request(method, f"{self.base}/api/v2{path}", headers=self._headers(), **kw)
         if resp.status_code >= 400:
-            raise AirflowApiError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
+            raise AirflowApiError(f"{method} {path}: {resp.status_code} {resp.text[:500]}", resp.status_code)
         return resp.json() if resp.content else None
 
     def paged(self, path: str, key: str, params: dict[str, Any] | None = None, page: int = 100) -> list[Any]:
