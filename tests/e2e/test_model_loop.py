@@ -71,22 +71,24 @@ def hitl(client: AirflowClient, dag_id: str, run_id: str, task_id: str = "approv
     return f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
 
 
-def _answered(client: AirflowClient, run_id: str, option: str, rounds: int = 2) -> None:
-    """Make sure the reviewer's answer is the one the run resumes with. Airflow 3.3's scheduler can re-queue an
-    approval task in the second it parks in AWAITING_INPUT (seen in CI: "finished with state success, but the
-    task instance's state attribute is queued", then UP_FOR_RETRY); the retry asks again with a fresh request,
-    and an answer given to the first one is gone. A reviewer then answers the new request, as a person would."""
-    deadline = time.monotonic() + 180
-    while rounds and time.monotonic() < deadline:
-        if client.task_states("train_model", run_id).get("approve") != "awaiting_input":
-            time.sleep(3)
-            if client.task_states("train_model", run_id).get("approve") != "awaiting_input":
-                return
-        detail = client.request("GET", hitl(client, "train_model", run_id))
-        if not detail["response_received"]:
+def _answered(client: AirflowClient, run_id: str, option: str, timeout: float = 600) -> None:
+    """Make sure the reviewer's answer is the one the run resumes with: wait until ``approve`` is done,
+    answering each request it asks. Airflow 3.3 can lose an answer given in the seconds after the task parks:
+    the scheduler re-queues the resumed task, then reads the parked try's exit as "finished with state success,
+    but the task instance's state attribute is queued" and sends the task to UP_FOR_RETRY (seen in CI). The
+    retry asks again with a fresh request, and a reviewer answers it, as a person would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.task_states("train_model", run_id).get("approve")
+        if state in {"success", "failed", "skipped", "upstream_failed"}:
+            return
+        if (
+            state == "awaiting_input"
+            and not client.request("GET", hitl(client, "train_model", run_id))["response_received"]
+        ):
             client.request("PATCH", hitl(client, "train_model", run_id), json={"chosen_options": [option]})
-            rounds -= 1
         time.sleep(3)
+    raise TimeoutError(f"approve of {run_id} was not done within {timeout:.0f}s: {client.unfinished()}")
 
 
 @pytest.mark.timeout(2400)
