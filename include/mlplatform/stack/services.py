@@ -98,7 +98,8 @@ def airflow_env(s: Settings) -> dict[str, str]:
             "AIRFLOW_HOME": str(s.home / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(s.repo_root / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(s.repo_root / "plugins"),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # LocalExecutor that keeps a resumed task it has not heard back from (see pipeline/executor.py)
+            "AIRFLOW__CORE__EXECUTOR": "mlplatform.pipeline.executor.LocalExecutor",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             "AIRFLOW__CORE__PARALLELISM": "4",
