@@ -85,18 +85,22 @@ def test_a_reviewer_approves_one_promotion_and_rejects_another_through_the_rest_
     mlflow.delete_registered_model_alias(name, "champion")
     since = datetime.now(UTC)
     try:
-        approved = client.trigger("train_model", {**FAST, "require_approval": True})
         rejected = client.trigger("train_model", {**FAST, "require_approval": True})
-        answers = {approved: "Approve", rejected: "Reject"}
+        approved = client.trigger("train_model", {**FAST, "require_approval": True})
+        answers = {rejected: "Reject", approved: "Approve"}
         decision: dict = {}
 
         def answer_each_request_as_it_appears() -> bool:
-            """both reviewers answered; each at once, in the seconds before the scheduler has read the parked
-            worker's exit (where Airflow 3.3.2's own LocalExecutor lost the answer and retried the task)"""
+            """both reviewers answered, each in the second its request appeared: before the scheduler has read
+            the parked worker's exit, where Airflow 3.3.2's own LocalExecutor lost the answer and retried the
+            task. The approval waits for the other run's request: a champion promoted earlier would change
+            that run's gate."""
             for run_id, option in list(answers.items()):
                 states = client.task_states("train_model", run_id)
                 assert "failed" not in states.values(), states
                 if states.get("approve") != "awaiting_input":  # parked, awaiting input: no worker slot held
+                    continue
+                if run_id == approved and rejected in answers:
                     continue
                 if run_id == approved:
                     decision.update(client.xcom("train_model", approved, "register"))
