@@ -13,8 +13,10 @@ task that is queued, not one already running, and is not in 3.3.2).
 
 This executor counts the workloads it has handed to workers and not yet heard back from, per task key, and
 ``has_task`` answers yes while one is out. The stale success then finds the resumed run still held, and the
-scheduler lets it finish. A task that really died still reports (the worker puts its failure on the result
-queue), so its count drops to zero and the scheduler handles it as before.
+scheduler lets it finish. A task process that dies is still reported by its worker (the task's supervisor
+outlives it), so its count drops to zero and the scheduler handles it as before. A worker process that dies
+reports nothing: then every count is dropped, and until the next hand-off the executor answers as the stock
+one does (no key is held for ever).
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ class LocalExecutor(_AirflowLocalExecutor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.out_at_workers: Counter[Any] = Counter()
+
+    def start(self) -> None:
+        super().start()
+        self.out_at_workers.clear()  # an instance can be started again (ExecutorLoader caches instances)
+
+    def _check_workers(self) -> None:
+        if any(not proc.is_alive() for proc in self.workers.values()):
+            # a dead worker's workload never reports, and which keys it held is unknown
+            self.log.warning("a LocalExecutor worker died; releasing %d held task keys", len(self.out_at_workers))
+            self.out_at_workers.clear()
+        super()._check_workers()
 
     def _process_workloads(self, workload_list: Any) -> None:
         super()._process_workloads(workload_list)  # raises before counting if a workload was not queued

@@ -96,3 +96,17 @@ def test_a_task_is_held_while_any_of_its_workloads_is_out_at_a_worker(executor, 
     assert ti.key not in executor.out_at_workers
     state, _ = executor.event_buffer[ti.key]
     assert state == "failed"
+
+
+def test_a_worker_that_dies_holding_a_workload_does_not_hold_its_task_for_ever(executor, ti):
+    _send(executor, ti)
+    deadline = time.monotonic() + 30
+    while not executor.workers and time.monotonic() < deadline:
+        executor.sync()
+        time.sleep(0.05)
+    for proc in list(executor.workers.values()):
+        proc.kill()  # kill -9 of the worker: no report will come
+        proc.join()
+    executor.sync()
+    assert not executor.has_task(ti)
+    assert not executor.out_at_workers
