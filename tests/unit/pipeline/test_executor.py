@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from airflow.executors import workloads
 from airflow.executors.local_executor import LocalExecutor as AirflowLocalExecutor
@@ -98,15 +99,28 @@ def test_a_task_is_held_while_any_of_its_workloads_is_out_at_a_worker(executor, 
     assert state == "failed"
 
 
+def _worker_running_a_workload(executor: LocalExecutor, timeout: float = 30) -> psutil.Process:
+    """The worker that took the workload: it has the task's supervisor as a child. (Killing an idle worker
+    instead would kill it inside the shared queue's read lock, which then stays held: no worker could take
+    work again, Airflow's own LocalExecutor included.)"""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in list(executor.workers):
+            worker = psutil.Process(pid)
+            if worker.children():
+                return worker
+        time.sleep(0.05)
+    raise AssertionError("no worker took the workload")
+
+
 def test_a_worker_that_dies_holding_a_workload_does_not_hold_its_task_for_ever(executor, ti):
     _send(executor, ti)
-    deadline = time.monotonic() + 30
-    while not executor.workers and time.monotonic() < deadline:
-        executor.sync()
-        time.sleep(0.05)
-    for proc in list(executor.workers.values()):
-        proc.kill()  # kill -9 of the worker: no report will come
-        proc.join()
+    worker = _worker_running_a_workload(executor)
+    for task in worker.children(recursive=True):
+        task.kill()
+    proc = executor.workers[worker.pid]
+    proc.kill()  # kill -9 of the worker (its task gone too): no report will come
+    proc.join()
     executor.sync()
     assert not executor.has_task(ti)
     assert not executor.out_at_workers
